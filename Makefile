@@ -1,0 +1,57 @@
+# gruwatch — every target sets up what it needs, so each works alone on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+KAFKA_LIB := deploy/kafka/lib
+KAFKA_STAMP := $(KAFKA_LIB)/.resolved
+MVN_DEP := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+
+.PHONY: setup up down status demo test test-unit bench check clean
+
+setup: $(STAMP) $(KAFKA_STAMP) redis-server  ## venv + package, Kafka jars, redis-server (quick when done)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+$(KAFKA_STAMP): deploy/kafka/pom.xml
+	@rm -rf $(KAFKA_LIB)
+	mvn -B -q -f deploy/kafka/pom.xml $(MVN_DEP):copy-dependencies -DincludeScope=runtime \
+	    -DoutputDirectory=$(CURDIR)/$(KAFKA_LIB) -Dmdep.prependGroupId=true
+	@touch $@
+
+.PHONY: redis-server
+redis-server:
+	@deploy/install-redis.sh
+
+up: setup  ## start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379), create topics
+	$(BIN)/gruwatch up
+
+down:  ## stop what `up` started
+	@if [ -x $(BIN)/gruwatch ]; then $(BIN)/gruwatch down; fi
+
+status: setup
+	$(BIN)/gruwatch status
+
+demo: up  ## the live demo
+	$(BIN)/gruwatch demo
+
+# Integration tests fail (not skip) when Kafka or Redis is missing.
+test: up  ## the whole suite against the real services
+	GRUWATCH_REQUIRE_SERVICES=1 $(BIN)/pytest
+
+test-unit: setup  ## unit tests only; no services needed
+	$(BIN)/pytest tests/unit
+
+bench: up
+	$(BIN)/gruwatch bench
+
+check: setup  ## format, lint and types
+	$(BIN)/ruff format --check pipeline models producers tests
+	$(BIN)/ruff check pipeline models producers tests
+	$(BIN)/mypy
+
+clean: down
+	rm -rf .gruwatch

@@ -1,0 +1,1 @@
+"""gruwatch's model side (GRU, features, calibration). Imports torch and numpy only."""

@@ -1,0 +1,1 @@
+"""Synthetic event generators with labelled anomalies, and readers for recorded files."""

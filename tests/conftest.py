@@ -1,0 +1,81 @@
+"""Shared fixtures. Integration tests (tests/integration) need the real Kafka and Redis that
+`make up` starts; they skip when those are missing, and fail instead under
+GRUWATCH_REQUIRE_SERVICES=1 (what `make test` and CI set)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline import kafka
+from pipeline.errors import KafkaUnavailable
+from pipeline.settings import Settings
+
+REQUIRE_SERVICES = os.environ.get("GRUWATCH_REQUIRE_SERVICES") == "1"
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _missing(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (GRUWATCH_REQUIRE_SERVICES=1: a missing service is a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def kafka_up(settings: Settings) -> Settings:
+    try:
+        kafka.broker_info(settings)
+    except KafkaUnavailable as exc:
+        _missing(f"Kafka is not reachable: {exc}")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _missing(f"Redis is not reachable: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def new_topic(kafka_up: Settings) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh uuid-named topic; all are deleted after the test."""
+    created: list[str] = []
+
+    def make(partitions: int = 1, prefix: str = "test") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        kafka.ensure_topics(kafka_up, [name], partitions=partitions)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        with kafka.admin(kafka_up, timeout_ms=15000) as client:
+            client.delete_topics(created)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

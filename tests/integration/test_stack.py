@@ -1,0 +1,69 @@
+"""`gruwatch up` / `status` / `down` on the real stack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from pipeline.settings import Settings
+from tests.conftest import free_port
+
+
+def gruwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def test_up_twice_on_the_running_stack_is_harmless(kafka_up: Settings, redis_client: object) -> None:
+    before = orjson.loads(gruwatch("status", "--json").stdout)
+    result = gruwatch("up")
+    assert result.returncode == 0, result.stderr
+    assert "kafka  running" in result.stderr and "redis  running" in result.stderr
+    after = orjson.loads(gruwatch("status", "--json").stdout)
+    assert after["kafka"]["up"] and after["redis"]["up"]
+    assert after["kafka"]["pid"] == before["kafka"]["pid"]
+    assert after["redis"]["pid"] == before["redis"]["pid"]
+    assert all(t["exists"] for t in after["kafka"]["details"]["topics"].values())
+
+
+def test_fresh_stack_lifecycle_on_other_ports(tmp_path: Path) -> None:
+    """A second, throw-away stack: formatted fresh, started, found running, stopped, reported down."""
+    env = {
+        "GRUWATCH_DATA_DIR": str(tmp_path / "stack"),
+        "GRUWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "GRUWATCH_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "GRUWATCH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "GRUWATCH_KAFKA_HEAP": "384m",
+    }
+    try:
+        first = gruwatch("up", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "kafka  started" in first.stderr and "redis  started" in first.stderr
+        assert (tmp_path / "stack" / "kafka" / "data" / "meta.properties").exists()
+
+        status = gruwatch("status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        report = orjson.loads(status.stdout)
+        assert report["kafka"]["up"] and report["kafka"]["managed"]
+        assert report["kafka"]["version"].startswith("4.")
+        assert report["redis"]["up"] and report["redis"]["version"]
+        assert report["kafka"]["details"]["topics"]["anomaly-alerts"]["exists"]
+
+        second = gruwatch("up", env=env)
+        assert second.returncode == 0
+        assert "kafka  running" in second.stderr and "redis  running" in second.stderr
+        assert orjson.loads(gruwatch("status", "--json", env=env).stdout)["kafka"]["pid"] == report["kafka"]["pid"]
+    finally:
+        down = gruwatch("down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "kafka  stopped" in down.stderr and "redis  stopped" in down.stderr
+    stopped = gruwatch("status", "--json", env=env)
+    assert stopped.returncode == 1
+    report = orjson.loads(stopped.stdout)
+    assert report["kafka"]["up"] is False and report["redis"]["up"] is False

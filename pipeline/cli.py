@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from pipeline import kafka as kafka_io
 from pipeline.errors import GruwatchError
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import KINDS, Settings, get_settings
 from pipeline.stack import LocalKafka, LocalRedis, stack_status
 
 __all__ = ["cli", "main"]
@@ -111,6 +112,140 @@ def status(as_json: bool) -> None:
         Console().print(table)
     if not all(s.up for s in statuses.values()):
         sys.exit(1)
+
+
+def _start_ms(text: str) -> int:
+    from pipeline.events import parse_ts
+    from pipeline.errors import InvalidEvent
+
+    if text == "now":
+        return int(time.time() * 1000)
+    try:
+        return parse_ts(text)
+    except InvalidEvent as exc:
+        raise click.BadParameter(exc.reason, param_hint="--start") from None
+
+
+def _print_summary(title: str, summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+    else:
+        console.print(f"[bold]{title}[/bold] " + "  ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["network", "financial", "sensor"]))
+@click.option("--count", type=click.IntRange(min=0), default=10_000, show_default=True,
+              help="Events to emit; 0 = until Ctrl-C.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Events per second (default: as fast as possible).")
+@click.option("--keys", type=click.IntRange(min=1), default=100, show_default=True, help="Number of streams.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
+@click.option("--anomaly-rate", type=click.FloatRange(0, 1, max_open=True), default=0.002, show_default=True,
+              help="Chance that an incident starts at any normal event.")
+@click.option("--start", default="2026-01-05T00:00:00Z", show_default=True,
+              help="First event time: ISO-8601, epoch ms, or 'now'.")
+@click.option("--topic", default=None, help="Target topic (default: the kind's topic from settings).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write JSONL here instead of sending to Kafka ('-' for stdout).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def produce(kind: str, count: int, rate: float | None, keys: int, seed: int, anomaly_rate: float,
+            start: str, topic: str | None, output: str | None, progress: bool) -> None:
+    """Emit synthetic KIND events with labelled anomalies (Kafka key = stream key)."""
+    from pipeline.lifecycle import StopFlag
+    from pipeline.produce import make_generator, produce_to_file, produce_to_kafka
+    from pipeline.progress import event_progress
+
+    settings = _settings()
+    generator = make_generator(kind, keys, seed, anomaly_rate, _start_ms(start))
+    limit = count or None
+    with StopFlag() as stop, event_progress(progress and output != "-") as bar:
+        task = bar.add_task(f"{kind} → {output or topic or settings.topic_for(kind)}", total=limit)
+        advance = lambda n: bar.advance(task, n)  # noqa: E731
+        if output is not None:
+            with click.open_file(output, "wb") as out:
+                sent = produce_to_file(generator, out, limit, advance, stop)
+        else:
+            sent = produce_to_kafka(settings, generator, topic or settings.topic_for(kind), limit, rate, advance, stop)
+    if output != "-":
+        console.print(f"{sent} {kind} events from {keys} streams → {output or topic or settings.topic_for(kind)}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "nab"]), default=None,
+              help="Input format (default: from the file name and header).")
+@click.option("--kind", type=click.Choice(list(KINDS)), default=None,
+              help="Stream kind; picks the topic from settings (default: generic).")
+@click.option("--topic", default=None, help="Target topic (overrides --kind's topic).")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Replay at X times the recorded pace.")
+@click.option("--max-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="At most this many events per second.")
+@click.option("--strict", is_flag=True, help="Stop at the first bad line.")
+@click.option("--ts-column", default="ts", show_default=True, help="CSV: the timestamp column.")
+@click.option("--key-column", default="key", show_default=True, help="CSV: the stream key column.")
+@click.option("--key", "fixed_key", default=None, help="CSV: one fixed stream key for the whole file.")
+@click.option("--value-columns", default=None,
+              help="CSV: comma-separated value columns (default: all other columns).")
+@click.option("--label-column", default=None, help="CSV: a 0/1 ground-truth column.")
+@click.option("--progress/--no-progress", default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def replay(paths: tuple[Path, ...], fmt: str | None, kind: str | None, topic: str | None, speed: float | None,
+           max_rate: float | None, strict: bool, ts_column: str, key_column: str, fixed_key: str | None,
+           value_columns: str | None, label_column: str | None, progress: bool, as_json: bool) -> None:
+    """Replay recorded events (JSONL, CSV, NAB CSV; files or folders) into Kafka."""
+    from pipeline import replay as replay_mod
+    from pipeline.progress import event_progress
+
+    settings = _settings()
+    target = topic or settings.topic_for(kind or "generic")  # type: ignore[arg-type]
+    columns = replay_mod.CsvColumns(
+        ts=ts_column, key=key_column, fixed_key=fixed_key, label=label_column,
+        values=tuple(c.strip() for c in value_columns.split(",")) if value_columns else (),
+    )
+    with event_progress(progress) as bar:
+        task = bar.add_task(f"replay → {target}", total=None)
+        stats = replay_mod.replay(
+            settings, list(paths), target, fmt=fmt, columns=columns, speed=speed,  # type: ignore[arg-type]
+            max_rate=max_rate, strict=strict,
+            on_bad=lambda bad: bar.console.print(f"[yellow]bad line[/yellow] {bad}"),
+            on_progress=lambda n: bar.advance(task, n),
+            on_total=lambda total: bar.update(task, total=total),
+        )
+        bar.update(task, total=stats.sent)
+    _print_summary(f"replayed to {target}:", stats.summary(), as_json)
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              show_default=True, help="JSONL file to write ('-' for stdout).")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record (default: only new ones).")
+@click.option("--max", "max_events", type=click.IntRange(min=1), default=None, help="Stop after this many events.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds without a record.")
+@click.option("--to-end", is_flag=True, help="Stop at the end offsets the topic had when recording started.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (to stderr).")
+def record(topic: str, output: str, from_beginning: bool, max_events: int | None, idle_timeout: float | None,
+           to_end: bool, as_json: bool) -> None:
+    """Capture TOPIC to JSONL (without a consumer group) for replay or training."""
+    from pipeline import record as record_mod
+    from pipeline.lifecycle import StopFlag
+    from pipeline.progress import event_progress
+
+    settings = _settings()
+    with StopFlag() as stop, click.open_file(output, "wb") as out, event_progress(output != "-") as bar:
+        task = bar.add_task(f"record {topic}", total=max_events)
+        stats = record_mod.record(
+            settings, topic, out, from_beginning=from_beginning, max_events=max_events,
+            idle_timeout=idle_timeout, to_end=to_end, on_progress=lambda n: bar.advance(task, n), should_stop=stop,
+        )
+    summary = {"written": stats.written, "skipped": stats.skipped, "elapsed_s": round(stats.elapsed_s, 3)}
+    if as_json:
+        click.echo(orjson.dumps(summary).decode(), err=True)
+    else:
+        console.print(f"recorded {topic}: " + "  ".join(f"{k}={v}" for k, v in summary.items()))
 
 
 @cli.command()

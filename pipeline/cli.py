@@ -26,7 +26,7 @@ __all__ = ["cli", "main"]
 
 logger = logging.getLogger(__name__)
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -130,7 +130,7 @@ def _print_summary(title: str, summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(summary).decode())
     else:
-        console.print(f"[bold]{title}[/bold] " + "  ".join(f"{k}={v}" for k, v in summary.items()))
+        console.print(f"{title} " + "  ".join(f"{k}={v}" for k, v in summary.items()), soft_wrap=True)
 
 
 @cli.command()
@@ -209,7 +209,7 @@ def replay(paths: tuple[Path, ...], fmt: str | None, kind: str | None, topic: st
         stats = replay_mod.replay(
             settings, list(paths), target, fmt=fmt, columns=columns, speed=speed,  # type: ignore[arg-type]
             max_rate=max_rate, strict=strict,
-            on_bad=lambda bad: bar.console.print(f"[yellow]bad line[/yellow] {bad}"),
+            on_bad=lambda bad: bar.console.print(f"bad line {bad}", style="yellow", markup=False, soft_wrap=True),
             on_progress=lambda n: bar.advance(task, n),
             on_total=lambda total: bar.update(task, total=total),
         )
@@ -246,6 +246,30 @@ def record(topic: str, output: str, from_beginning: bool, max_events: int | None
         click.echo(orjson.dumps(summary).decode(), err=True)
     else:
         console.print(f"recorded {topic}: " + "  ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+@cli.command()
+@click.option("--only", "parts", multiple=True, type=click.Choice(["replay"]),
+              help="Run only these parts (repeatable).")
+@click.option("--events", type=click.IntRange(min=1000), default=None, help="Events per part.")
+@click.option("--quick", is_flag=True, help="A short run (under a minute).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(parts: tuple[str, ...], events: int | None, quick: bool, as_json: bool) -> None:
+    """Measure throughput against baselines run side by side (ratios hold on a noisy machine)."""
+    from pipeline.bench import PARTS, run_bench
+
+    settings = _settings()
+    chosen = list(parts) or list(PARTS)
+    results = run_bench(settings, chosen, events or (30_000 if quick else 150_000), lambda m: console.print(m))
+    if as_json:
+        click.echo(orjson.dumps(results).decode())
+    else:
+        table = Table(title="gruwatch bench")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in results.items():
+            table.add_row(key, str(value))
+        Console().print(table)
 
 
 @cli.command()

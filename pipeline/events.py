@@ -150,13 +150,21 @@ def _json_error_reason(raw: bytes | str, exc: orjson.JSONDecodeError) -> str:
         found: list[str] = []
 
         def note(constant: str) -> float:
-            found.append(constant)
-            return float("nan")
+            found.append(f"{constant} is not a JSON number")
+            return math.nan
 
-        json.loads(raw, parse_constant=note)
+        def number(text: str) -> float:
+            value = float(text)
+            if not math.isfinite(value):
+                found.append(f"{text[:30]} is out of range")
+            return value
+
+        json.loads(raw, parse_constant=note, parse_float=number)
     except (ValueError, UnicodeDecodeError):
         return f"not valid JSON: {exc}"
-    return f"not valid JSON: {found[0]} is not a JSON number (values must be finite)"
+    if not found:
+        return f"not valid JSON: {exc}"
+    return f"not valid JSON: {found[0]} (values must be finite)"
 
 
 def _json_type(value: object) -> str:

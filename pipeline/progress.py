@@ -38,6 +38,6 @@ def event_progress(enabled: bool = True) -> Progress:
         RateColumn(),
         TimeElapsedColumn(),
         console=console,
-        disable=not enabled,
+        disable=not (enabled and console.is_terminal),
         transient=False,
     )

@@ -45,6 +45,7 @@ class SensorGenerator(StreamGenerator):
         incident = 0
         # The active incident: (type, channel, events left, length, stuck value / sign)
         active: tuple[str, str, int, int, float] | None = None
+        previous: dict[str, float] = {}
         while True:
             wander = 0.95 * wander + float(normal.normal(0, 0.1))
             load = math.sin(2 * math.pi * (daily_phase(ts) - 8) / 24) + wander
@@ -57,7 +58,9 @@ class SensorGenerator(StreamGenerator):
                 length = {"spike": 1, "drift": 60, "stuck": 40, "decorrelation": 40}[kind]
                 if kind != "spike":
                     length = int(anomalies.integers(length // 2, length * 3 // 2 + 1))
-                extra = values[channel] if kind == "stuck" else float(anomalies.choice([-1.0, 1.0]))
+                # A stuck channel repeats the last value it reported.
+                stuck_at = previous.get(channel, values[channel] + params[channel][2])
+                extra = stuck_at if kind == "stuck" else float(anomalies.choice([-1.0, 1.0]))
                 active = (kind, channel, length, length, extra)
             anomaly = None
             if active is not None:
@@ -74,5 +77,6 @@ class SensorGenerator(StreamGenerator):
                     values[channel] = base - gain * load + float(anomalies.normal(0, sd))
                 anomaly = kind
                 active = None if left <= 1 else (kind, channel, left - 1, length, extra)
-            yield Generated(ts, {k: round(v, 4) for k, v in values.items()}, anomaly, incident if anomaly else 0)
+            previous = {k: round(v, 4) for k, v in values.items()}
+            yield Generated(ts, previous, anomaly, incident if anomaly else 0)
             ts += period_ms + int(normal.integers(-2000, 2001))

@@ -7,7 +7,7 @@ KAFKA_LIB := deploy/kafka/lib
 KAFKA_STAMP := $(KAFKA_LIB)/.resolved
 MVN_DEP := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
-.PHONY: setup up down status demo test test-unit bench check clean
+.PHONY: setup up down status demo test test-unit bench check clean models
 
 setup: $(STAMP) $(KAFKA_STAMP) redis-server  ## venv + package, Kafka jars, redis-server (quick when done)
 
@@ -55,3 +55,14 @@ check: setup  ## format, lint and types
 
 clean: down
 	rm -rf .gruwatch
+
+# Rebuild the shipped default models (models/shipped/<kind>) from seeded synthetic data.
+SHIPPED_KINDS := network financial sensor
+models: setup
+	@mkdir -p .gruwatch/training
+	@for kind in $(SHIPPED_KINDS); do \
+	  $(BIN)/gruwatch produce $$kind --keys 200 --count 60000 --seed 100 --anomaly-rate 0.002 \
+	      -o .gruwatch/training/$$kind.jsonl --no-progress && \
+	  $(BIN)/gruwatch train --kind $$kind --data .gruwatch/training/$$kind.jsonl --out models/shipped/$$kind \
+	      --epochs 20 --seed 0 --name gru-$$kind --version 1 || exit 1; \
+	done

@@ -7,7 +7,8 @@ GruwatchError
 │   ├── KafkaUnavailable
 │   └── StateStoreUnavailable
 ├── InvalidEvent           an event broke the contract (carries a precise reason)
-└── InputFileError         a file to replay or train on cannot be read
+├── InputFileError         a file to replay or train on cannot be read
+└── ModelLoadError         a model directory is missing, corrupt or of another kind
 
 Third-party errors (kafka-python, redis, OS) are translated into these at the
 module that talks to the third party, so callers handle one tree.
@@ -21,6 +22,7 @@ __all__ = [
     "InputFileError",
     "InvalidEvent",
     "KafkaUnavailable",
+    "ModelLoadError",
     "ServiceUnavailable",
     "StackError",
     "StateStoreUnavailable",
@@ -61,3 +63,7 @@ class InvalidEvent(GruwatchError):
 
 class InputFileError(GruwatchError):
     """A file to replay or train on cannot be read."""
+
+
+class ModelLoadError(GruwatchError):
+    """A model directory is missing, corrupt or of another kind (from models.artifacts.ModelError)."""

@@ -1,0 +1,137 @@
+"""Calibration: raw score → tail probability, thresholds, warm-up and alert episodes.
+
+The tail probability of a score is P(S ≥ s) for normal events, read from quantiles of the
+validation scores, with an exponential tail past the highest quantile. A stream's own running
+mean score (updated only by normal events) shifts its scores, so a stream that is always a
+little harder to predict does not alert forever. An event is anomalous when its probability is
+below the target false-alarm rate and the stream is past its warm-up. Episodes turn runs of
+anomalous events into one alert: open → (update) → resolve after ``cooldown`` quiet events.
+
+>>> cal = Calibration.fit([float(i) for i in range(1000)], far=0.01)
+>>> cal.probability(2000.0) < 0.01 < cal.probability(500.0)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["Calibration", "Decision", "EpisodeState", "Severity"]
+
+Severity = Literal["low", "medium", "high", "critical"]
+_LEVELS = np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2.5, -4, 4), [1.0]])
+# The per-stream mean score adapts this fast (an exponentially weighted mean over ~200 events).
+_STREAM_ALPHA = 0.005
+
+
+@dataclass
+class Decision:
+    probability: float
+    anomalous: bool
+    alert: bool  # this event opens an episode (or escalates it)
+    severity: Severity | None
+    episode: Literal["open", "update", "resolve"] | None
+
+
+@dataclass
+class Calibration:
+    levels: list[float]
+    scores: list[float]
+    far: float
+    tail_scale: float
+    warmup: int = 10
+    cooldown: int = 20
+
+    @classmethod
+    def fit(cls, normal_scores: Sequence[float], far: float = 1e-3, warmup: int = 10, cooldown: int = 20) -> Calibration:
+        data = np.asarray(normal_scores, dtype=np.float64)
+        if data.size < 10:
+            raise ValueError("calibration needs at least 10 normal scores")
+        quantiles = np.quantile(data, _LEVELS)
+        top = data[data >= np.quantile(data, 0.99)]
+        # Exponential tail: the mean excess over the 99th percentile.
+        scale = float(max(np.mean(top - quantiles[99]), 1e-3))
+        return cls([float(v) for v in _LEVELS], [float(q) for q in quantiles], far, scale, warmup, cooldown)
+
+    @property
+    def threshold(self) -> float:
+        """The score whose tail probability is the target false-alarm rate."""
+        return self.score_at(self.far)
+
+    def score_at(self, probability: float) -> float:
+        levels, scores = np.asarray(self.levels), np.asarray(self.scores)
+        top_level = levels[-2]  # the last finite-tail quantile
+        if 1 - probability <= top_level:
+            return float(np.interp(1 - probability, levels, scores))
+        return float(scores[-2] + self.tail_scale * math.log((1 - top_level) / probability))
+
+    def probability(self, score: float) -> float:
+        """P(S ≥ score) for a normal event."""
+        levels, scores = self.levels, self.scores
+        if score >= scores[-2]:
+            return float((1 - levels[-2]) * math.exp(-(score - scores[-2]) / self.tail_scale))
+        return float(1 - np.interp(score, scores, levels))
+
+    @property
+    def median(self) -> float:
+        return float(np.interp(0.5, self.levels, self.scores))
+
+    def severity(self, probability: float) -> Severity:
+        if probability < self.far * 1e-3:
+            return "critical"
+        if probability < self.far * 1e-2:
+            return "high"
+        if probability < self.far * 1e-1:
+            return "medium"
+        return "low"
+
+    def decide(self, score: float, state: EpisodeState) -> Decision:
+        """Calibrate one score of a stream and advance its episode (mutates ``state``)."""
+        baseline = state.score_mean if state.count > self.warmup else self.median
+        shift = max(0.0, baseline - self.median)
+        probability = self.probability(score - shift)
+        warm = state.count >= self.warmup
+        anomalous = warm and probability < self.far
+        state.count += 1
+        if not anomalous:
+            state.score_mean += _STREAM_ALPHA * (score - state.score_mean) if state.count > 1 else 0.0
+            if state.count == 1:
+                state.score_mean = score
+        severity = self.severity(probability) if anomalous else None
+        if anomalous:
+            state.quiet = 0
+            if not state.open:
+                state.open, state.peak = True, probability
+                return Decision(probability, True, True, severity, "open")
+            escalated = self.severity(probability) != self.severity(state.peak) and probability < state.peak * 1e-3
+            state.peak = min(state.peak, probability)
+            return Decision(probability, True, escalated, severity, "update")
+        if state.open:
+            state.quiet += 1
+            if state.quiet >= self.cooldown:
+                state.open, state.quiet, state.peak = False, 0, 1.0
+                return Decision(probability, False, False, None, "resolve")
+        return Decision(probability, False, False, None, None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        return cls(**data)
+
+
+@dataclass
+class EpisodeState:
+    """What calibration keeps per stream: events seen, its running mean score, the open episode."""
+
+    count: int = 0
+    score_mean: float = 0.0
+    open: bool = False
+    quiet: int = 0
+    peak: float = 1.0

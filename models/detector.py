@@ -1,0 +1,156 @@
+"""A detector = feature spec + GRU + calibration, with per-stream state.
+
+``step`` scores one event for each of several streams (the worker's hot path, one batched
+model call); ``score_sequence`` scores one stream's events offline in one forward pass. Both give
+the same scores to float tolerance, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.calibration import Calibration, EpisodeState, Severity
+from models.features import FeatureSpec
+from models.gru import GRUDetector
+
+__all__ = ["Detector", "Scored", "StreamState"]
+
+TOP_FEATURES = 3
+
+
+@dataclass
+class StreamState:
+    """What the model keeps per stream between events."""
+
+    h: np.ndarray  # float32 (hidden,)
+    last_ts: int = -1  # epoch ms of the last applied event; -1 before the first
+    episode: EpisodeState = field(default_factory=EpisodeState)
+
+
+@dataclass
+class Scored:
+    score: float
+    probability: float
+    anomalous: bool
+    alert: bool
+    severity: Severity | None
+    episode: str | None
+    explanation: list[dict[str, Any]] | None = None
+
+
+class Detector:
+    """Scores events of one kind. ``name@version`` identifies it in alerts and state keys."""
+
+    def __init__(
+        self, spec: FeatureSpec, model: GRUDetector, calibration: Calibration, name: str, version: str
+    ) -> None:
+        self.spec = spec
+        self.model = model.eval()
+        self.calibration = calibration
+        self.name = name
+        self.version = version
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def new_state(self) -> StreamState:
+        return StreamState(h=np.zeros(self.model.hidden, dtype=np.float32))
+
+    def _prepare(self, ts: np.ndarray, values: Sequence[Mapping[str, float]], last_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gaps = np.where(last_ts >= 0, (ts - last_ts) / 1000.0, 0.0)
+        y = self.spec.normalise(self.spec.targets(values, gaps))
+        return y, self.spec.inputs(y, ts)
+
+    def step(
+        self, states: Sequence[StreamState], events: Sequence[tuple[int, Mapping[str, float]]]
+    ) -> tuple[list[Scored], list[StreamState]]:
+        """One event for each of ``len(states)`` different streams; returns results and new states."""
+        if not events:
+            return [], []
+        ts = np.array([t for t, _ in events], dtype=np.int64)
+        last = np.array([s.last_ts for s in states], dtype=np.int64)
+        y, x = self._prepare(ts, [v for _, v in events], last)
+        h = torch.from_numpy(np.stack([s.h for s in states]))
+        with torch.inference_mode():
+            terms, mean, logvar, h_new = self.model.step(
+                h, torch.from_numpy(x).float(), torch.from_numpy(y).float()
+            )
+        results = self._decide(
+            terms.numpy(), mean.numpy(), logvar.numpy(), y, [s.episode for s in states], [v for _, v in events]
+        )
+        h_out = h_new.numpy()
+        new_states = [
+            StreamState(h=h_out[i].copy(), last_ts=int(ts[i]), episode=states[i].episode) for i in range(len(states))
+        ]
+        return results, new_states
+
+    def score_sequence(
+        self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState | None = None
+    ) -> tuple[list[Scored], StreamState]:
+        """All events of one stream in order, in one forward pass."""
+        state = state or self.new_state()
+        if not events:
+            return [], state
+        ts = np.array([t for t, _ in events], dtype=np.int64)
+        last = np.concatenate([[state.last_ts], ts[:-1]])
+        y, x = self._prepare(ts, [v for _, v in events], last)
+        with torch.inference_mode():
+            terms, mean, logvar, h_last = self.model.sequence(
+                torch.from_numpy(x).float().unsqueeze(0),
+                torch.from_numpy(y).float().unsqueeze(0),
+                torch.from_numpy(state.h).unsqueeze(0),
+            )
+        episode = state.episode
+        results = self._decide(
+            terms[0].numpy(), mean[0].numpy(), logvar[0].numpy(), y, [episode] * len(events), [v for _, v in events]
+        )
+        return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode)
+
+    def _decide(
+        self,
+        terms: np.ndarray,
+        mean: np.ndarray,
+        logvar: np.ndarray,
+        y: np.ndarray,
+        episodes: Sequence[EpisodeState],
+        values: Sequence[Mapping[str, float]],
+    ) -> list[Scored]:
+        scores = terms.astype(np.float64).sum(axis=1)
+        out = []
+        for i, score in enumerate(scores):
+            decision = self.calibration.decide(float(score), episodes[i])
+            explanation = None
+            if decision.anomalous:
+                explanation = self.explain(terms[i], mean[i], logvar[i], y[i], values[i])
+            out.append(
+                Scored(
+                    float(score), decision.probability, decision.anomalous, decision.alert,
+                    decision.severity, decision.episode, explanation,
+                )
+            )
+        return out
+
+    def explain(
+        self, terms: np.ndarray, mean: np.ndarray, logvar: np.ndarray, y: np.ndarray, values: Mapping[str, float]
+    ) -> list[dict[str, Any]]:
+        """The targets that cost the most likelihood: actual and expected (raw units) and z."""
+        z = (y - mean) / np.exp(0.5 * logvar)
+        expected = self.spec.denormalise(mean.astype(np.float64))
+        actual = self.spec.denormalise(y)
+        order = np.argsort(-terms)[:TOP_FEATURES]
+        names = self.spec.target_names
+        return [
+            {
+                "feature": names[j],
+                "actual": float(values[names[j]]) if names[j] in values else round(float(actual[j]), 3),
+                "expected": round(float(expected[j]), 4),
+                "z": round(float(z[j]), 2),
+            }
+            for j in order
+        ]

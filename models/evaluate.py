@@ -1,0 +1,101 @@
+"""Detection quality on labelled streams: event-, alert- and incident-level metrics.
+
+An incident is a run of consecutive labelled events in one stream. It is caught when an event
+of it is flagged anomalous; its delay is the number of events (and ms) from its first event to
+that flag. An alert (an episode opening) is true when it falls inside an incident or within
+``grace`` events after one (the model reacts to what it has just seen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ScoredEvent", "average_precision", "evaluate"]
+
+
+@dataclass
+class ScoredEvent:
+    key: str
+    ts: int
+    label: int
+    score: float
+    anomalous: bool
+    alert: bool
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the precision-recall curve (step-wise average precision)."""
+    positives = int(labels.sum())
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    hits = labels[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / positives)
+
+
+def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
+    labels = np.array([e.label for e in events], dtype=np.int64)
+    flags = np.array([e.anomalous for e in events], dtype=bool)
+    scores = np.array([e.score for e in events], dtype=np.float64)
+    tp = int((flags & (labels == 1)).sum())
+    fp = int((flags & (labels == 0)).sum())
+    fn = int((~flags & (labels == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+
+    by_stream: dict[str, list[ScoredEvent]] = {}
+    for e in events:
+        by_stream.setdefault(e.key, []).append(e)
+    incidents = caught = alerts = true_alerts = 0
+    delays_events: list[int] = []
+    delays_ms: list[int] = []
+    for stream in by_stream.values():
+        since_incident = grace + 1
+        i = 0
+        while i < len(stream):
+            e = stream[i]
+            if e.label == 1:
+                start = i
+                while i < len(stream) and stream[i].label == 1:
+                    if stream[i].alert:
+                        alerts += 1
+                        true_alerts += 1
+                    i += 1
+                incidents += 1
+                flagged = [j for j in range(start, min(i + grace, len(stream))) if stream[j].anomalous]
+                if flagged:
+                    caught += 1
+                    delays_events.append(flagged[0] - start)
+                    delays_ms.append(stream[flagged[0]].ts - stream[start].ts)
+                since_incident = 0
+                continue
+            if e.alert:
+                alerts += 1
+                true_alerts += int(since_incident < grace)
+            since_incident += 1
+            i += 1
+    return {
+        "events": len(events),
+        "anomalous_events": int(labels.sum()),
+        "precision": _round(precision),
+        "recall": _round(recall),
+        "f1": _round(f1),
+        "pr_auc": _round(average_precision(labels, scores)),
+        "incidents": incidents,
+        "incidents_caught": caught,
+        "incident_recall": _round(caught / incidents if incidents else float("nan")),
+        "alerts": alerts,
+        "alert_precision": _round(true_alerts / alerts if alerts else float("nan")),
+        "delay_events_median": float(np.median(delays_events)) if delays_events else None,
+        "delay_ms_median": float(np.median(delays_ms)) if delays_ms else None,
+    }
+
+
+def _round(value: float) -> float | None:
+    return None if value != value else round(float(value), 4)  # NaN → None (JSON null)

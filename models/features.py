@@ -1,0 +1,137 @@
+"""Feature specs: which values a kind scores, how each is transformed, and their normalisation.
+
+The model sees, per event: the transformed, normalised features; the log time since the
+stream's previous event; optionally the hour of day as sin/cos. It predicts the features and
+the time gap of the next event (calendar inputs are not predicted).
+
+>>> spec = FeatureSpec(kind="demo", names=("bytes",), transforms=("log1p",))
+>>> round(float(spec.transform_values([{"bytes": 0.0}])[0, 0]), 3)
+0.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
+
+Transform = Literal["identity", "log1p", "signed_log"]
+_DAY_MS = 86_400_000
+
+
+def _forward(kind: str, x: np.ndarray) -> np.ndarray:
+    if kind == "log1p":
+        return np.log1p(np.maximum(x, 0.0))
+    if kind == "signed_log":
+        return np.sign(x) * np.log1p(np.abs(x))
+    return x
+
+
+def _inverse(kind: str, y: np.ndarray) -> np.ndarray:
+    if kind == "log1p":
+        return np.expm1(y)
+    if kind == "signed_log":
+        return np.sign(y) * np.expm1(np.abs(y))
+    return y
+
+
+@dataclass
+class FeatureSpec:
+    """Names and transforms of a kind's values, plus normalisation fitted on training data."""
+
+    kind: str
+    names: tuple[str, ...]
+    transforms: tuple[Transform, ...]
+    calendar: bool = False
+    mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
+    std: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = tuple(self.names)
+        self.transforms = tuple(self.transforms)
+        if len(self.names) != len(self.transforms):
+            raise ValueError("one transform per feature name")
+
+    @property
+    def n_targets(self) -> int:
+        """Predicted columns: every feature plus the time gap."""
+        return len(self.names) + 1
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_targets + (2 if self.calendar else 0)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return (*self.names, "gap_s")
+
+    @property
+    def fitted(self) -> bool:
+        return len(self.mean) == self.n_targets
+
+    def transform_values(self, values: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Raw value dicts → transformed (not yet normalised) feature matrix, shape (n, features)."""
+        raw = np.array([[v[name] for name in self.names] for v in values], dtype=np.float64).reshape(
+            len(values), len(self.names)
+        )
+        for j, kind in enumerate(self.transforms):
+            raw[:, j] = _forward(kind, raw[:, j])
+        return raw
+
+    @staticmethod
+    def gap_column(gaps_s: np.ndarray) -> np.ndarray:
+        """Seconds since the stream's previous event (0 for its first), log-compressed."""
+        return np.log1p(np.maximum(gaps_s, 0.0))
+
+    def targets(self, values: Sequence[Mapping[str, float]], gaps_s: np.ndarray) -> np.ndarray:
+        """Transformed features and gap, shape (n, n_targets), before normalisation."""
+        return np.concatenate([self.transform_values(values), self.gap_column(gaps_s)[:, None]], axis=1)
+
+    def fit(self, targets: np.ndarray) -> None:
+        self.mean = [float(v) for v in targets.mean(axis=0)]
+        # A constant column gets unit scale rather than a division by zero.
+        self.std = [float(s) if s > 1e-6 else 1.0 for s in targets.std(axis=0)]
+
+    def normalise(self, targets: np.ndarray) -> np.ndarray:
+        return (targets - np.asarray(self.mean)) / np.asarray(self.std)
+
+    def denormalise(self, normalised: np.ndarray) -> np.ndarray:
+        """Normalised predictions → raw units (inverse transform per column)."""
+        transformed = normalised * np.asarray(self.std) + np.asarray(self.mean)
+        out = np.empty_like(transformed)
+        for j, kind in enumerate(self.transforms):
+            out[..., j] = _inverse(kind, transformed[..., j])
+        out[..., -1] = np.expm1(transformed[..., -1])
+        return out
+
+    def inputs(self, normalised_targets: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
+        """Model inputs: normalised targets plus, optionally, hour of day as sin/cos."""
+        if not self.calendar:
+            return normalised_targets
+        angle = 2 * math.pi * (np.asarray(ts_ms, dtype=np.float64) % _DAY_MS) / _DAY_MS
+        return np.concatenate([normalised_targets, np.sin(angle)[:, None], np.cos(angle)[:, None]], axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        return cls(**dict(data))
+
+
+DEFAULT_SPECS: dict[str, FeatureSpec] = {
+    "network": FeatureSpec(
+        "network", ("bytes", "packets", "duration_ms", "dst_ports"), ("log1p", "log1p", "log1p", "log1p"), calendar=True
+    ),
+    "financial": FeatureSpec(
+        "financial", ("amount", "merchant_novelty", "distance_km"), ("log1p", "identity", "log1p"), calendar=True
+    ),
+    "sensor": FeatureSpec(
+        "sensor", ("temperature", "pressure", "vibration", "current"), ("identity",) * 4, calendar=True
+    ),
+}

@@ -399,6 +399,59 @@ def evaluate(model_dir: Path | None, kind: str | None, data_paths: tuple[Path, .
 
 
 @cli.command()
+@click.option("--topics", default=None, help="Comma-separated input topics (default: every topic in settings).")
+@click.option("--model-dir", "model_dirs", multiple=True, metavar="KIND=DIR",
+              help="Model directory for a kind (repeatable); default: the shipped models.")
+@click.option("--namespace", default=None, help="State namespace (default: settings, 'live').")
+@click.option("--group", default=None, help="Consumer group (default: settings, 'gruwatch-worker').")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Max records per batch.")
+@click.option("--max-wait-ms", type=click.IntRange(min=1), default=None, help="Max wait to fill a batch.")
+@click.option("--http-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Port for /health and /metrics on 127.0.0.1 (0 = off).")
+@click.option("--idle-exit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Exit after this many seconds without a record (for batch jobs and tests).")
+def worker(topics: str | None, model_dirs: tuple[str, ...], namespace: str | None, group: str | None,
+           batch_size: int | None, max_wait_ms: int | None, http_port: int | None, idle_exit: float | None) -> None:
+    """Score input topics with the GRU, keep state in Redis, publish alerts. Stop with Ctrl-C/SIGTERM."""
+    import asyncio
+
+    from pipeline.modeling import load_worker_models
+    from pipeline.worker import Worker
+
+    settings = _settings()
+    dirs: dict[str, Path] = dict(settings.model_dirs)
+    for item in model_dirs:
+        kind, sep, directory = item.partition("=")
+        if not sep or kind not in KINDS:
+            raise click.BadParameter(f"expected KIND=DIR with KIND one of {', '.join(KINDS)}", param_hint="--model-dir")
+        dirs[kind] = Path(directory)
+    chosen = [t.strip() for t in topics.split(",")] if topics else list(settings.topics)
+    unknown = [t for t in chosen if t not in settings.topics]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} not in GRUWATCH_TOPICS (topic → kind)", param_hint="--topics")
+    overrides: dict[str, Any] = {k: v for k, v in {
+        "group_id": group, "batch_size": batch_size, "batch_max_wait_ms": max_wait_ms, "http_port": http_port,
+    }.items() if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    detectors = load_worker_models(dirs, sorted({settings.topics[t] for t in chosen}))
+    without = [t for t in chosen if settings.topics[t] not in detectors]
+    if without:
+        console.print(f"no model for {', '.join(without)}; not consuming them (train one: gruwatch train)")
+    chosen = [t for t in chosen if t not in without]
+    if not chosen:
+        raise GruwatchError("no input topic has a model")
+    console.print(f"worker: {', '.join(chosen)} → {settings.alerts_topic}; models "
+                  + ", ".join(d.ident for d in detectors.values()))
+    w = Worker(settings, detectors, chosen, namespace=namespace)
+    stats = asyncio.run(w.run(max_idle_s=idle_exit))
+    elapsed = time.perf_counter() - stats.started if stats.started else 0.0
+    console.print(f"worker stopped: {stats.events} events, {stats.scored} scored, {stats.dead} dead letters, "
+                  f"{stats.alerts} alerts, {stats.fenced} redelivered and skipped, {stats.retries} retries"
+                  + (f", {stats.events / elapsed:,.0f} events/s" if elapsed else ""))
+
+
+@cli.command()
 def demo() -> None:
     """Start the local stack and run the live demo."""
     click.get_current_context().invoke(up)

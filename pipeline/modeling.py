@@ -109,3 +109,14 @@ def scored_row(event: Event, result: Scored) -> dict[str, Any]:
         row["severity"] = result.severity
         row["explanation"] = result.explanation
     return row
+
+
+def load_worker_models(model_dirs: dict[str, Path], kinds: list[str]) -> dict[str, Detector]:
+    """A detector per kind: from ``model_dirs`` where given, else the shipped default."""
+    detectors = {}
+    for kind in kinds:
+        directory = model_dirs.get(kind)
+        if directory is None and not shipped_model_dir(kind).exists():
+            continue
+        detectors[kind] = load_model(directory, kind)
+    return detectors

@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "gzip"
     producer_acks: Literal["0", "1", "all"] = "all"
 
+    # The worker.
+    group_id: str = "gruwatch-worker"
+    namespace: str = "live"
+    model_dirs: dict[Kind, Path] = Field(default_factory=dict)  # default: the shipped models
+    batch_size: int = Field(default=2000, ge=1)
+    batch_max_wait_ms: int = Field(default=50, ge=1)
+    state_ttl_s: int | None = Field(default=7 * 86400, ge=1)
+    http_host: str = "127.0.0.1"
+    http_port: int = 8099  # /health and /metrics; 0 = off
+    retry_backoff_max_s: float = 10.0
+
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     max_event_values: int = Field(default=256, ge=1)
 

@@ -1,0 +1,145 @@
+"""Per-stream state behind a small store interface, with a Redis and an in-memory implementation.
+
+One key per (namespace, model, kind, stream key); one packed binary value holding the hidden
+state, the partition and offset of the last applied event, its timestamp, the event count and
+the calibration statistics. One key, one value: a write is atomic. The stream key sits in a
+Redis Cluster hash tag so a stream's key always lands on one slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from models.calibration import EpisodeState
+from models.detector import StreamState
+from pipeline.errors import StateStoreUnavailable
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "MemoryStateStore",
+    "RedisStateStore",
+    "StateStore",
+    "StoredState",
+    "pack_state",
+    "state_key",
+    "unpack_state",
+]
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"GW"
+LAYOUT_VERSION = 1
+# magic, layout, hidden size, partition, offset, last ts, count, open, quiet, score mean, peak
+_HEADER = struct.Struct("<2sBHiqqqBHdd")
+
+
+@dataclass
+class StoredState:
+    """A stream's model state plus where in its partition it was last advanced."""
+
+    stream: StreamState
+    partition: int
+    offset: int
+
+    @property
+    def count(self) -> int:
+        return self.stream.episode.count
+
+
+def pack_state(state: StoredState) -> bytes:
+    episode = state.stream.episode
+    h = np.ascontiguousarray(state.stream.h, dtype="<f4")
+    header = _HEADER.pack(
+        _MAGIC, LAYOUT_VERSION, h.shape[0], state.partition, state.offset, state.stream.last_ts,
+        episode.count, int(episode.open), min(episode.quiet, 65535), episode.score_mean, episode.peak,
+    )
+    return header + h.tobytes()
+
+
+def unpack_state(raw: bytes, hidden: int) -> StoredState | None:
+    """The state in ``raw``, or None when it was written by another layout or model size."""
+    if len(raw) < _HEADER.size or raw[:2] != _MAGIC:
+        return None
+    magic, layout, size, partition, offset, last_ts, count, is_open, quiet, score_mean, peak = _HEADER.unpack_from(raw)
+    if layout != LAYOUT_VERSION or size != hidden or len(raw) != _HEADER.size + 4 * hidden:
+        return None
+    h = np.frombuffer(raw, dtype="<f4", offset=_HEADER.size).astype(np.float32)
+    episode = EpisodeState(count=count, score_mean=score_mean, open=bool(is_open), quiet=quiet, peak=peak)
+    return StoredState(StreamState(h=h, last_ts=last_ts, episode=episode), partition, offset)
+
+
+def state_key(namespace: str, model: str, kind: str, stream_key: str) -> str:
+    return f"gw:{namespace}:{model}:{kind}:{{{stream_key}}}"
+
+
+class StateStore(Protocol):
+    """Raw packed states by Redis key: one batched read, one batched write."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def put_many(self, items: dict[str, bytes], ttl_s: int | None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStateStore:
+    """For unit tests and offline runs: a dict (TTL ignored)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.reads = 0
+        self.writes = 0
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self.reads += 1
+        return [self.data.get(k) for k in keys]
+
+    async def put_many(self, items: dict[str, bytes], ttl_s: int | None) -> None:
+        self.writes += 1
+        self.data.update(items)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisStateStore:
+    """One MGET per batch; one transactional pipeline of SETs (with TTL) per batch."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            return list(await self._client.mget(keys))
+        except (RedisError, OSError) as exc:
+            raise StateStoreUnavailable(f"reading states from Redis failed: {exc}") from exc
+
+    async def put_many(self, items: dict[str, bytes], ttl_s: int | None) -> None:
+        if not items:
+            return
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for key, value in items.items():
+                    pipe.set(key, value, ex=ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StateStoreUnavailable(f"writing states to Redis failed: {exc}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,190 @@
+"""The model side: step = sequence, artifacts, calibration, training determinism, metrics."""
+
+from __future__ import annotations
+
+import ast
+import copy
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.artifacts import ModelError, load_detector, save_detector, shipped_model_dir
+from models.calibration import Calibration, EpisodeState
+from models.detector import Detector
+from models.evaluate import ScoredEvent, average_precision, evaluate
+from models.features import DEFAULT_SPECS
+from models.train import TrainConfig, train_detector
+from producers.network import NetworkGenerator
+from producers.sensor import SensorGenerator
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return load_detector(shipped_model_dir("network"), kind="network")
+
+
+def streams_of(events: list[dict]) -> dict[str, list[tuple[int, dict]]]:
+    out: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for e in events:
+        out[e["key"]].append((e["ts"], e["values"]))
+    return out
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 7, 64])
+def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: int) -> None:
+    events = list(NetworkGenerator(keys=9, seed=21, anomaly_rate=0.01).events(600))
+    offline = {k: [r.score for r in detector.score_sequence(evs)[0]] for k, evs in streams_of(events).items()}
+    # Online: events in arrival order, batches of distinct streams of at most max_batch.
+    states = {k: detector.new_state() for k in offline}
+    online: dict[str, list[float]] = defaultdict(list)
+    pending: list[dict] = []
+
+    def flush() -> None:
+        keys = [e["key"] for e in pending]
+        results, new = detector.step([states[k] for k in keys], [(e["ts"], e["values"]) for e in pending])
+        for k, r, s in zip(keys, results, new, strict=True):
+            online[k].append(r.score)
+            states[k] = s
+        pending.clear()
+
+    for event in events:
+        if len(pending) == max_batch or event["key"] in {e["key"] for e in pending}:
+            flush()
+        pending.append(event)
+    flush()
+    for key in offline:
+        np.testing.assert_allclose(online[key], offline[key], rtol=1e-4, atol=1e-4)
+
+
+def test_state_carries_across_calls(detector: Detector) -> None:
+    evs = streams_of(list(SensorGenerator(keys=1, seed=2).events(200)))
+    (only,) = evs.values()
+    whole = [r.score for r in detector.score_sequence([(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only])[0]]
+    first, state = detector.score_sequence([(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only[:77]])
+    rest, _ = detector.score_sequence([(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only[77:]], state)
+    np.testing.assert_allclose([r.score for r in first + rest], whole, rtol=1e-4, atol=1e-4)
+
+
+def test_anomalies_score_higher_and_are_explained(detector: Detector) -> None:
+    events = list(NetworkGenerator(keys=30, seed=77, anomaly_rate=0.01).events(5000))
+    scored = []
+    for key, evs in streams_of(events).items():
+        labels = [e["label"] for e in events if e["key"] == key]
+        results, _ = detector.score_sequence(evs)
+        scored += list(zip(labels, results, strict=True))
+    normal = np.median([r.score for label, r in scored if label == 0])
+    anomalous = np.median([r.score for label, r in scored if label == 1])
+    assert anomalous > normal + 5
+    explained = [r for _, r in scored if r.anomalous]
+    assert explained and all(r.explanation and {"feature", "actual", "expected", "z"} <= set(r.explanation[0]) for r in explained)
+
+
+def test_artifact_round_trip(detector: Detector, tmp_path: Path) -> None:
+    save_detector(detector, tmp_path / "m")
+    again = load_detector(tmp_path / "m", kind="network")
+    evs = next(iter(streams_of(list(NetworkGenerator(keys=1, seed=3).events(50))).values()))
+    assert [r.score for r in again.score_sequence(evs)[0]] == [r.score for r in detector.score_sequence(evs)[0]]
+    assert again.ident == detector.ident
+
+
+def test_bad_model_directories(detector: Detector, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        load_detector(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a model directory"):
+        load_detector(tmp_path / "empty")
+    save_detector(detector, tmp_path / "m")
+    with pytest.raises(ModelError, match="is a network model, not sensor"):
+        load_detector(tmp_path / "m", kind="sensor")
+    (tmp_path / "m" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_detector(tmp_path / "m")
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this must never run",))
+
+
+def test_weights_are_never_unpickled(detector: Detector, tmp_path: Path) -> None:
+    save_detector(detector, tmp_path / "m")
+    torch.save({"gru.weight_ih_l0": _Payload()}, tmp_path / "m" / "weights.pt")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_detector(tmp_path / "m")
+
+
+def test_calibration_probability_and_threshold() -> None:
+    rng = np.random.default_rng(0)
+    cal = Calibration.fit(rng.normal(0, 1, 20000).tolist(), far=1e-3)
+    assert cal.probability(cal.threshold) == pytest.approx(1e-3, rel=0.05)
+    grid = np.linspace(-4, 12, 200)
+    probs = [cal.probability(float(s)) for s in grid]
+    assert all(a >= b for a, b in zip(probs, probs[1:], strict=False))
+    assert cal.severity(1e-9) == "critical" and cal.severity(5e-4) == "low"
+
+
+def test_an_incident_is_one_alert() -> None:
+    cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-3, warmup=5, cooldown=3)
+    state = EpisodeState()
+    scores = [5.0] * 10 + [100.0] * 6 + [5.0] * 10 + [100.0] + [5.0] * 3
+    decisions = [cal.decide(s, state) for s in scores]
+    assert sum(d.alert for d in decisions) == 2
+    assert [d.episode for d in decisions].count("open") == 2
+    assert [d.episode for d in decisions].count("resolve") == 2
+    assert decisions[10].alert and not decisions[11].alert
+
+
+def test_no_alerts_during_warmup() -> None:
+    cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-3, warmup=5)
+    state = EpisodeState()
+    assert not any(cal.decide(1000.0, state).anomalous for _ in range(5))
+    assert cal.decide(1000.0, state).anomalous
+
+
+def test_training_is_deterministic_per_seed() -> None:
+    data: dict[str, list] = defaultdict(list)
+    for e in NetworkGenerator(keys=10, seed=5).events(1500):
+        data[e["key"]].append((e["ts"], e["values"], e["label"]))
+    config = TrainConfig(hidden=8, epochs=2, seed=3)
+    a, _ = train_detector(copy.deepcopy(DEFAULT_SPECS["network"]), data, config)
+    b, _ = train_detector(copy.deepcopy(DEFAULT_SPECS["network"]), data, config)
+    for (name, pa), (_, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert a.calibration == b.calibration
+
+
+def test_metrics_on_a_known_example() -> None:
+    events = [
+        ScoredEvent("a", 0, 0, 1.0, False, False),
+        ScoredEvent("a", 1, 1, 9.0, True, True),
+        ScoredEvent("a", 2, 1, 8.0, True, False),
+        ScoredEvent("a", 3, 0, 7.0, True, False),
+        ScoredEvent("b", 0, 1, 0.5, False, False),
+        ScoredEvent("b", 1, 0, 6.0, True, True),
+        ScoredEvent("b", 2, 0, 0.1, False, False),
+        ScoredEvent("b", 3, 0, 0.1, False, False),
+        ScoredEvent("b", 4, 0, 0.1, False, False),
+        ScoredEvent("b", 5, 0, 9.5, True, True),
+    ]
+    m = evaluate(events, grace=1)
+    assert (m["precision"], m["recall"]) == (0.4, pytest.approx(0.6667, abs=1e-4))
+    assert m["incidents"] == 2 and m["incidents_caught"] == 2  # b's is caught within the grace event
+    assert m["alerts"] == 3 and m["alert_precision"] == pytest.approx(0.6667, abs=1e-4)
+    assert average_precision(np.array([1, 0, 1]), np.array([3.0, 2.0, 1.0])) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_models_never_import_services() -> None:
+    forbidden = {"kafka", "redis", "faust", "aiokafka", "pipeline", "producers"}
+    for path in MODELS_DIR.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"

@@ -1,0 +1,141 @@
+"""The batched hot path with the in-memory store: waves, the fence, dead letters, state packing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import numpy as np
+import orjson
+import pytest
+
+from models.artifacts import load_detector, shipped_model_dir
+from models.detector import Detector
+from pipeline.scoring import BatchScorer, Record
+from pipeline.state import MemoryStateStore, StoredState, pack_state, unpack_state
+from producers.network import NetworkGenerator
+
+TOPIC = "events.network"
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return load_detector(shipped_model_dir("network"), kind="network")
+
+
+def records_of(events: list[dict], partition_of: dict[str, int] | None = None) -> list[Record]:
+    offsets: dict[int, int] = defaultdict(int)
+    out = []
+    for e in events:
+        p = (partition_of or {}).get(e["key"], hash(e["key"]) % 3)
+        out.append(Record(TOPIC, p, offsets[p], e["key"].encode(), orjson.dumps(e)))
+        offsets[p] += 1
+    return out
+
+
+def assert_same_states(got: dict[str, bytes], want: dict[str, bytes], hidden: int) -> None:
+    """Same streams, counts and offsets exactly; hidden states to float tolerance (batching differs)."""
+    assert got.keys() == want.keys()
+    for key in want:
+        a, b = unpack_state(got[key], hidden), unpack_state(want[key], hidden)
+        assert a is not None and b is not None
+        assert (a.partition, a.offset, a.count, a.stream.last_ts) == (b.partition, b.offset, b.count, b.stream.last_ts)
+        np.testing.assert_allclose(a.stream.h, b.stream.h, atol=1e-5)
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+def test_waves_equal_offline_sequence_scoring(detector: Detector) -> None:
+    events = list(NetworkGenerator(keys=6, seed=8, anomaly_rate=0.02).events(400))
+    store = MemoryStateStore()
+    scorer = BatchScorer({"network": detector}, {TOPIC: "network"}, store)
+    records = records_of(events)
+    for start in range(0, len(records), 97):  # batches with many events per stream
+        outcome = run(scorer.process(records[start : start + 97]))
+        store.data.update(outcome.states)
+    assert store.reads == 5
+    for key in {e["key"] for e in events}:
+        stream = [(e["ts"], e["values"]) for e in events if e["key"] == key]
+        _, offline = detector.score_sequence(stream)
+        stored = unpack_state(store.data[scorer.key_for("network", key)], detector.model.hidden)
+        assert stored is not None
+        assert stored.count == len(stream)
+        np.testing.assert_allclose(stored.stream.h, offline.h, atol=1e-5)
+
+
+def test_redelivery_is_fenced_and_alert_ids_repeat(detector: Detector) -> None:
+    events = list(NetworkGenerator(keys=4, seed=13, anomaly_rate=0.05).events(300))
+    store = MemoryStateStore()
+    scorer = BatchScorer({"network": detector}, {TOPIC: "network"}, store)
+    records = records_of(events)
+    first = run(scorer.process(records))
+    store.data.update(first.states)
+    snapshot = dict(store.data)
+    again = run(scorer.process(records))  # as after a crash before the commit
+    assert again.fenced == len(records) and again.scored == 0 and again.alerts == [] and again.states == {}
+    assert store.data == snapshot
+    # Half applied, then the whole batch redelivered: only the rest is scored.
+    store2 = MemoryStateStore()
+    scorer2 = BatchScorer({"network": detector}, {TOPIC: "network"}, store2)
+    part = run(scorer2.process(records[:150]))
+    store2.data.update(part.states)
+    rest = run(scorer2.process(records))
+    store2.data.update(rest.states)
+    assert rest.fenced == 150 and rest.scored == len(records) - 150
+    assert_same_states(store2.data, snapshot, detector.model.hidden)
+    assert [a["alert_id"] for a in part.alerts + rest.alerts] == [a["alert_id"] for a in first.alerts]
+
+
+BAD = [
+    (b"not json", "not valid JSON"),
+    (b"[1,2,3]", "must be a JSON object"),
+    (b'{"ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}', "missing field 'key'"),
+    (b'{"key":"k","values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}', "missing field 'ts'"),
+    (b'{"key":"k","ts":1}', "missing field 'values'"),
+    (b'{"key":"k","ts":1,"values":{"bytes":"x","packets":1,"duration_ms":1,"dst_ports":1}}', "not a number"),
+    (b'{"key":"k","ts":1,"values":{"bytes":NaN,"packets":1,"duration_ms":1,"dst_ports":1}}', "NaN"),
+    (b'{"key":"k","ts":1,"values":{"bytes":1e999,"packets":1,"duration_ms":1,"dst_ports":1}}', "out of range"),
+    (b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1,"colour":3}}', "unknown feature"),
+    (b'{"key":"k","ts":1,"values":{"amount":1,"merchant_novelty":0,"distance_km":1}}', "lacks feature"),  # wrong kind
+    (b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1},"pad":"' + b"x" * 70000 + b'"}', "bytes; at most"),
+    (b'{"key":"other","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}', "differs from the event key"),
+]
+
+
+def test_every_bad_input_becomes_a_dead_letter(detector: Detector) -> None:
+    good = records_of(list(NetworkGenerator(keys=2, seed=1).events(10)), {})
+    bad = [Record(TOPIC, 0, 1000 + i, b"k", raw) for i, (raw, _) in enumerate(BAD)]
+    bad.append(Record(TOPIC, 0, 2000, b"k", None))
+    scorer = BatchScorer({"network": detector}, {TOPIC: "network"}, MemoryStateStore())
+    outcome = run(scorer.process(good[:5] + bad + good[5:]))
+    assert outcome.scored == len(good)
+    assert len(outcome.dead) == len(bad)
+    for dead, (_, reason) in zip(outcome.dead, [*BAD, (None, "tombstone")], strict=True):
+        assert reason in dead.reason
+        headers = dict(dead.headers())
+        assert headers["source.topic"] == TOPIC.encode() and headers["source.offset"] == str(dead.record.offset).encode()
+
+
+def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> None:
+    state = detector.new_state()
+    state.h[:] = np.arange(detector.model.hidden, dtype=np.float32) / 7
+    state.last_ts, state.episode.count, state.episode.open, state.episode.score_mean = 1234, 56, True, 3.5
+    raw = pack_state(StoredState(state, partition=2, offset=99))
+    back = unpack_state(raw, detector.model.hidden)
+    assert back is not None and (back.partition, back.offset, back.stream.last_ts, back.count) == (2, 99, 1234, 56)
+    assert back.stream.episode.open and back.stream.episode.score_mean == 3.5
+    np.testing.assert_array_equal(back.stream.h, state.h)
+    assert unpack_state(raw, detector.model.hidden + 1) is None  # another model size
+    assert unpack_state(b"XX" + raw[2:], detector.model.hidden) is None  # another format
+    assert unpack_state(raw[:-4], detector.model.hidden) is None  # truncated
+
+
+def test_foreign_state_is_ignored_and_replaced(detector: Detector) -> None:
+    store = MemoryStateStore()
+    scorer = BatchScorer({"network": detector}, {TOPIC: "network"}, store)
+    events = list(NetworkGenerator(keys=1, seed=2).events(5))
+    store.data[scorer.key_for("network", events[0]["key"])] = b"old layout"
+    outcome = run(scorer.process(records_of(events)))
+    assert outcome.ignored_states == 1 and outcome.scored == 5

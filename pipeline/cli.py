@@ -410,8 +410,10 @@ def evaluate(model_dir: Path | None, kind: str | None, data_paths: tuple[Path, .
               help="Port for /health and /metrics on 127.0.0.1 (0 = off).")
 @click.option("--idle-exit", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Exit after this many seconds without a record (for batch jobs and tests).")
+@click.option("--from-latest", is_flag=True, help="A new consumer group starts at the end, not the oldest record.")
 def worker(topics: str | None, model_dirs: tuple[str, ...], namespace: str | None, group: str | None,
-           batch_size: int | None, max_wait_ms: int | None, http_port: int | None, idle_exit: float | None) -> None:
+           batch_size: int | None, max_wait_ms: int | None, http_port: int | None, idle_exit: float | None,
+           from_latest: bool) -> None:
     """Score input topics with the GRU, keep state in Redis, publish alerts. Stop with Ctrl-C/SIGTERM."""
     import asyncio
 
@@ -431,6 +433,7 @@ def worker(topics: str | None, model_dirs: tuple[str, ...], namespace: str | Non
         raise click.BadParameter(f"{', '.join(unknown)} not in GRUWATCH_TOPICS (topic → kind)", param_hint="--topics")
     overrides: dict[str, Any] = {k: v for k, v in {
         "group_id": group, "batch_size": batch_size, "batch_max_wait_ms": max_wait_ms, "http_port": http_port,
+        "auto_offset_reset": "latest" if from_latest else None,
     }.items() if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
@@ -451,12 +454,99 @@ def worker(topics: str | None, model_dirs: tuple[str, ...], namespace: str | Non
                   + (f", {stats.events / elapsed:,.0f} events/s" if elapsed else ""))
 
 
+_SEVERITY_STYLE = {"low": "dim", "medium": "yellow", "high": "bold red", "critical": "bold white on red"}
+
+
+def _alert_row(alert: dict[str, Any]) -> list[str]:
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(alert["ts"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    top = ", ".join(
+        f"{f['feature']}={f['actual']:g} (exp {f['expected']:g}, z {f['z']:+.1f})" for f in alert.get("explanation", [])[:2]
+    )
+    return [when, str(alert.get("kind")), alert["key"], alert["severity"], f"{alert.get('score', 0):.1f}", top]
+
+
 @cli.command()
-def demo() -> None:
-    """Start the local stack and run the live demo."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for piping).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(list(KINDS)), help="Only these kinds (repeatable).")
+@click.option("--min-severity", type=click.Choice(["low", "medium", "high", "critical"]), default="low",
+              show_default=True)
+@click.option("--key", "key_glob", default=None, help="Only stream keys matching this glob, e.g. 'acct-00*'.")
+@click.option("--since", default=None, help="Only alerts for events after this: 15m, 2h, 1d, or ISO-8601.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest alert (default: only new ones).")
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Keep waiting for alerts, or stop at the end of the topic.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --follow: stop after this many seconds without an alert.")
+@click.option("--group", default=None,
+              help="Consume in this consumer group (default: none, so no partitions are taken from anyone).")
+def alerts(as_json: bool, kinds: tuple[str, ...], min_severity: str, key_glob: str | None, since: str | None,
+           from_beginning: bool, follow: bool, idle_timeout: float | None, group: str | None) -> None:
+    """Subscribe to the alert topic and show alerts as they come."""
+    from pipeline.lifecycle import StopFlag
+    from pipeline.subscribe import AlertFilter, SubscribeStats, parse_since, subscribe
+
+    settings = _settings()
+    alert_filter = AlertFilter(set(kinds), min_severity, key_glob, parse_since(since) if since else None)
+    stats = SubscribeStats()
+    out = Console(soft_wrap=True)
+    with StopFlag() as stop:
+        stream = subscribe(
+            settings, alert_filter, stats, from_beginning=from_beginning, follow=follow, idle_timeout=idle_timeout,
+            group_id=group, should_stop=stop, on_malformed=lambda m: console.print(m, style="yellow", markup=False),
+        )
+        if not as_json:
+            out.print("time (UTC)           kind       severity  score  stream / top features", style="bold")
+        for alert in stream:
+            if as_json:
+                click.echo(orjson.dumps(alert).decode())
+            else:
+                when, kind, key, severity, score_text, top = _alert_row(alert)
+                out.print(f"{when}  {kind:<9}  ", end="")
+                out.print(f"{severity:<8}", style=_SEVERITY_STYLE[severity], end="")
+                out.print(f"  {score_text:>5}  {key}  {top}", markup=False, highlight=False)
+    console.print(f"{stats.shown} alerts shown, {stats.duplicates} duplicates dropped, "
+                  f"{stats.filtered} filtered out, {stats.malformed} malformed skipped")
+
+
+@cli.command()
+@click.option("--duration", type=click.FloatRange(min=5), default=60, show_default=True, help="Seconds to run.")
+@click.option("--rate", type=click.FloatRange(min=1), default=150, show_default=True, help="Events/s per kind.")
+@click.option("--keys", type=click.IntRange(min=1), default=40, show_default=True, help="Streams per kind.")
+@click.option("--anomaly-rate", type=click.FloatRange(0, 0.5), default=0.01, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(duration: float, rate: float, keys: int, anomaly_rate: float, as_json: bool) -> None:
+    """Run the pipeline live: stack, worker, three producers, alerts; then a summary."""
+    from pipeline.demo import run_demo
+
     click.get_current_context().invoke(up)
-    console.print("The stack is up. The live demo (worker, producers, alerts) arrives with the worker; "
-                  "see README.md for what runs today.")
+    settings = _settings()
+    out = Console(soft_wrap=True)
+    out.print("time (UTC)           kind       severity  score  stream / top features", style="bold")
+
+    def show(alert: dict[str, Any]) -> None:
+        when, kind, key, severity, score_text, top = _alert_row(alert)
+        out.print(f"{when}  {kind:<9}  ", end="")
+        out.print(f"{severity:<8}", style=_SEVERITY_STYLE[severity], end="")
+        truth = f"  [injected {alert['meta']['anomaly']}]" if alert.get("meta") else ""
+        out.print(f"  {score_text:>5}  {key}  {top}{truth}", markup=False, highlight=False)
+
+    result = run_demo(settings, duration, rate, keys, anomaly_rate, show, lambda m: console.print(m, markup=False))
+    summary = result.summary()
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+        return
+    table = Table(title="gruwatch demo summary")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for kind, count in summary["events"].items():
+        table.add_row(f"{kind} events", f"{count:,}")
+    for key_ in ("events_per_s", "alerts", "true_alerts", "incidents", "incidents_caught", "incidents_missed"):
+        table.add_row(key_.replace("_", " "), str(summary[key_]))
+    out.print(table)
+    out.print("Next: `gruwatch worker` (score the topics), `gruwatch replay FILE` (send a recording), "
+              "`gruwatch alerts --from-beginning` (read alerts), `gruwatch evaluate --kind network --data FILE`.")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -14,18 +14,13 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import orjson
-from kafka import TopicPartition
-from kafka.errors import KafkaError
 
-from pipeline import kafka
-from pipeline.errors import ConfigError, KafkaUnavailable
+from pipeline.reading import read_topic
 from pipeline.settings import Settings
 
-__all__ = ["RecordStats", "record"]
+__all__ = ["RecordStats", "jsonl_line", "record"]
 
 logger = logging.getLogger(__name__)
-
-_POLL_MS = 200
 
 
 @dataclass
@@ -56,47 +51,24 @@ def record(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RecordStats:
     stats = RecordStats()
-    consumer = kafka.consumer(settings, client_id="gruwatch-record")
     started = time.monotonic()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ConfigError(f"topic {topic!r} does not exist")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        if from_beginning:
-            consumer.seek_to_beginning(*assigned)
-        else:
-            consumer.seek_to_end(*assigned)
-        end = consumer.end_offsets(assigned) if to_end else {}
-        last_record = time.monotonic()
-        while not should_stop():
-            if to_end and all(consumer.position(tp) >= end[tp] for tp in assigned):
+        for message in read_topic(
+            settings, topic, from_beginning=from_beginning, to_end=to_end, idle_timeout=idle_timeout,
+            should_stop=should_stop, client_id="gruwatch-record",
+        ):
+            try:
+                out.write(jsonl_line(message.value))
+            except ValueError as exc:
+                stats.skipped += 1
+                logger.warning("%s[%d] offset %d: skipped, %s", topic, message.partition, message.offset, exc)
+                continue
+            stats.written += 1
+            if on_progress is not None:
+                on_progress(1)
+            if max_events is not None and stats.written >= max_events:
                 break
-            if idle_timeout is not None and time.monotonic() - last_record >= idle_timeout:
-                break
-            batch = consumer.poll(timeout_ms=_POLL_MS)
-            if batch:
-                last_record = time.monotonic()
-            for tp, messages in batch.items():
-                for message in messages:
-                    if to_end and message.offset >= end[tp]:
-                        continue
-                    try:
-                        out.write(jsonl_line(message.value))
-                    except ValueError as exc:
-                        stats.skipped += 1
-                        logger.warning("%s[%d] offset %d: skipped, %s", topic, tp.partition, message.offset, exc)
-                        continue
-                    stats.written += 1
-                    if on_progress is not None:
-                        on_progress(1)
-                    if max_events is not None and stats.written >= max_events:
-                        return stats
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"reading {topic} failed: {exc}") from exc
     finally:
-        consumer.close()
         out.flush()
         stats.elapsed_s = time.monotonic() - started
     return stats

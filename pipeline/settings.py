@@ -63,6 +63,8 @@ class Settings(BaseSettings):
 
     # The worker.
     group_id: str = "gruwatch-worker"
+    # Where a new consumer group starts: the oldest record, or only new ones.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     namespace: str = "live"
     model_dirs: dict[Kind, Path] = Field(default_factory=dict)  # default: the shipped models
     batch_size: int = Field(default=2000, ge=1)

@@ -117,7 +117,7 @@ class Worker:
             group_id=self.settings.group_id,
             client_id="gruwatch-worker",
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=self.settings.auto_offset_reset,
             max_poll_records=self.settings.batch_size,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,

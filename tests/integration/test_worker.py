@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -148,6 +149,13 @@ def test_kill_9_mid_stream_then_restart(
     assert set(ids) == {orjson.loads(r.value)["alert_id"] for r in ref_alerts}  # none missing, none new
     for alert_id, count in Counter(ids).items():
         assert count <= 2, alert_id  # a duplicate is a re-emission with the same id
+    # The subscriber shows each alert exactly once.
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipeline", "alerts", "--json", "--no-follow", "--from-beginning"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "GRUWATCH_ALERTS_TOPIC": env.alerts},
+    )
+    shown_ids = [orjson.loads(line)["alert_id"] for line in shown.stdout.splitlines()]
+    assert sorted(shown_ids) == sorted(set(ids))
 
 
 def test_redis_restart_mid_stream_loses_nothing(

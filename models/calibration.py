@@ -47,6 +47,12 @@ class Calibration:
     warmup: int = 10
     cooldown: int = 20
 
+    def __post_init__(self) -> None:
+        # Arrays once: np.interp on lists converts them on every call (the hot path's cost).
+        self._levels = np.asarray(self.levels, dtype=np.float64)
+        self._scores = np.asarray(self.scores, dtype=np.float64)
+        self._median = float(np.interp(0.5, self._levels, self._scores))
+
     @classmethod
     def fit(cls, normal_scores: Sequence[float], far: float = 1e-3, warmup: int = 10, cooldown: int = 20) -> Calibration:
         data = np.asarray(normal_scores, dtype=np.float64)
@@ -72,14 +78,24 @@ class Calibration:
 
     def probability(self, score: float) -> float:
         """P(S ≥ score) for a normal event."""
-        levels, scores = self.levels, self.scores
-        if score >= scores[-2]:
-            return float((1 - levels[-2]) * math.exp(-(score - scores[-2]) / self.tail_scale))
-        return float(1 - np.interp(score, scores, levels))
+        return float(self.probabilities(np.array([score]))[0])
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """P(S ≥ s) for each score, vectorised."""
+        top_score, top_level = self._scores[-2], self._levels[-2]
+        body = 1 - np.interp(scores, self._scores, self._levels)
+        tail = (1 - top_level) * np.exp(-(np.maximum(scores, top_score) - top_score) / self.tail_scale)
+        return np.where(scores >= top_score, tail, body)
 
     @property
     def median(self) -> float:
-        return float(np.interp(0.5, self.levels, self.scores))
+        return self._median
+
+    def shift(self, state: EpisodeState) -> float:
+        """How much harder to predict this stream is than the training median (never negative)."""
+        if state.count <= self.warmup:
+            return 0.0
+        return max(0.0, state.score_mean - self._median)
 
     def severity(self, probability: float) -> Severity:
         if probability < self.far * 1e-3:
@@ -92,9 +108,10 @@ class Calibration:
 
     def decide(self, score: float, state: EpisodeState) -> Decision:
         """Calibrate one score of a stream and advance its episode (mutates ``state``)."""
-        baseline = state.score_mean if state.count > self.warmup else self.median
-        shift = max(0.0, baseline - self.median)
-        probability = self.probability(score - shift)
+        return self.advance(score, self.probability(score - self.shift(state)), state)
+
+    def advance(self, score: float, probability: float, state: EpisodeState) -> Decision:
+        """Advance a stream's episode with a calibrated score (mutates ``state``)."""
         warm = state.count >= self.warmup
         anomalous = warm and probability < self.far
         state.count += 1
@@ -119,7 +136,7 @@ class Calibration:
         return Decision(probability, False, False, None, None)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:

@@ -71,6 +71,8 @@ class Detector:
         self, states: Sequence[StreamState], events: Sequence[tuple[int, Mapping[str, float]]]
     ) -> tuple[list[Scored], list[StreamState]]:
         """One event for each of ``len(states)`` different streams; returns results and new states."""
+        if len(states) != len(events):
+            raise ValueError(f"{len(states)} states for {len(events)} events")
         if not events:
             return [], []
         ts = np.array([t for t, _ in events], dtype=np.int64)
@@ -122,9 +124,15 @@ class Detector:
         values: Sequence[Mapping[str, float]],
     ) -> list[Scored]:
         scores = terms.astype(np.float64).sum(axis=1)
+        cal = self.calibration
+        sequential = len(episodes) > 1 and episodes[0] is episodes[-1]
+        if not sequential:  # different streams: every shift is known now, calibrate in one call
+            probabilities = cal.probabilities(scores - np.array([cal.shift(e) for e in episodes]))
         out = []
         for i, score in enumerate(scores):
-            decision = self.calibration.decide(float(score), episodes[i])
+            # One stream: each shift depends on the decisions before it.
+            probability = cal.probability(score - cal.shift(episodes[i])) if sequential else probabilities[i]
+            decision = cal.advance(float(score), float(probability), episodes[i])
             explanation = None
             if decision.anomalous:
                 explanation = self.explain(terms[i], mean[i], logvar[i], y[i], values[i])

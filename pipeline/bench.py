@@ -1,7 +1,12 @@
 """`gruwatch bench`: figures as JSON, each beside a baseline measured in the same run.
 
 This machine is shared and noisy, so absolute numbers drift; the ratios are what to compare.
-Parts so far: ``replay`` (gruwatch replay against kafka-python's raw send loop).
+
+Parts: ``worker`` (end-to-end worker throughput against a raw aiokafka consumer and a naive
+per-event pipeline, Redis bytes per stream, worker RSS), ``latency`` (event produced → state
+written at a fixed offered load), ``model`` (GRU step cost, batch 1 vs 1,024), ``replay``
+(gruwatch replay against kafka-python's raw send loop) and ``faust`` (a do-nothing Faust agent
+on the same topic: why the worker reads with aiokafka).
 """
 
 from __future__ import annotations
@@ -86,9 +91,265 @@ def bench_replay(settings: Settings, events: int, log: Callable[[str], None]) ->
     }
 
 
+def _preload(settings: Settings, events: int, streams: int, partitions: int = 4) -> tuple[dict[str, str], int]:
+    """Fresh topics (one per kind) holding ``events`` mixed events over ``streams`` streams."""
+    run = uuid.uuid4().hex[:8]
+    topics = {kind: f"bench-{run}-{kind}" for kind in GENERATORS}
+    kafka.ensure_topics(settings, list(topics.values()), partitions=partitions)
+    producer = kafka.producer(settings)
+    per_kind = events // len(GENERATORS)
+    for kind, cls in GENERATORS.items():
+        for event in cls(keys=streams // len(GENERATORS), seed=11).events(per_kind):
+            producer.send(topics[kind], key=event["key"].encode(), value=orjson.dumps(event))
+    producer.flush()
+    producer.close()
+    return topics, per_kind * len(GENERATORS)
+
+
+def _drop_topics(settings: Settings, topics: list[str]) -> None:
+    with kafka.admin(settings, timeout_ms=15000) as client:
+        client.delete_topics(topics)
+
+
+async def _raw_floor(settings: Settings, topics: list[str], total: int) -> float:
+    """A raw aiokafka consumer in a fresh group that reads everything and does nothing."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.kafka_servers, group_id=f"bench-floor-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=settings.batch_size,
+        fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        seen, started = 0, None
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=settings.batch_size)
+            if batch and started is None:
+                started = time.perf_counter()
+            seen += sum(len(m) for m in batch.values())
+        return total / (time.perf_counter() - (started or time.perf_counter()))
+    finally:
+        await consumer.stop()
+
+
+def _worker_settings(settings: Settings, topics: dict[str, str]) -> Settings:
+    return settings.model_copy(update={
+        "topics": {t: k for k, t in topics.items()}, "group_id": f"bench-worker-{uuid.uuid4().hex[:8]}",
+        "http_port": 0, "state_ttl_s": 3600,
+    })
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _naive(settings: Settings, detectors: dict[str, Any], sample: list[tuple[str, dict[str, Any]]], namespace: str) -> float:
+    """One Redis GET, one model step and one SET per event: what batching must beat."""
+    import redis as redis_sync
+
+    from pipeline.events import decode_event
+    from pipeline.state import StoredState, pack_state, state_key, unpack_state
+
+    client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
+    started = time.perf_counter()
+    for offset, (kind, raw) in enumerate(sample):
+        detector = detectors[kind]
+        event = decode_event(orjson.dumps(raw), features=detector.spec.names)
+        key = state_key(namespace, detector.ident, kind, event.key)
+        stored_raw = client.get(key)
+        stored = unpack_state(stored_raw, detector.model.hidden) if stored_raw else None
+        state = stored.stream if stored else detector.new_state()
+        _, (new,) = detector.step([state], [(event.ts, event.values)])
+        client.set(key, pack_state(StoredState(new, 0, offset)), ex=3600)
+    elapsed = time.perf_counter() - started
+    client.close()
+    return len(sample) / elapsed
+
+
+def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
+    import asyncio
+
+    import redis as redis_sync
+
+    from pipeline.modeling import load_worker_models
+    from pipeline.worker import Worker
+
+    streams = 10_000
+    log(f"worker: preloading {events:,} mixed events over {streams:,} streams into fresh topics")
+    topics, total = _preload(settings, events, streams)
+    try:
+        log("worker: raw aiokafka consumer (the transport floor)")
+        floor = asyncio.run(_raw_floor(settings, list(topics.values()), total))
+        detectors = load_worker_models(dict(settings.model_dirs), list(topics))
+        wsettings = _worker_settings(settings, topics)
+        namespace = f"bench-{uuid.uuid4().hex[:8]}"
+        log("worker: gruwatch worker from start to caught up (lag 0, states written)")
+        worker = Worker(wsettings, detectors, list(topics.values()), namespace=namespace)
+        started = time.perf_counter()
+        stats = asyncio.run(worker.run(max_idle_s=2.0))
+        if stats.events != total:
+            raise RuntimeError(f"the worker read {stats.events} of {total} events")
+        busy = stats.last_batch - stats.first_record
+        worker_eps = total / busy
+        with_start = total / (stats.last_batch - started)
+        rss = _rss_mb()
+        client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
+        keys = [k for _, k in zip(range(300), client.scan_iter(match=f"gw:{namespace}:*", count=1000))]
+        per_stream = sum(client.memory_usage(k, samples=0) or 0 for k in keys) / max(len(keys), 1)
+        value_bytes = len(client.get(keys[0]) or b"") if keys else 0
+        client.close()
+        log("worker: naive per-event pipeline (GET, step, SET per event)")
+        sample = [(kind, e) for kind, cls in GENERATORS.items() for e in cls(keys=200, seed=12).events(700)]
+        naive = _naive(settings, detectors, sample, f"bench-naive-{uuid.uuid4().hex[:8]}")
+    finally:
+        _drop_topics(settings, list(topics.values()))
+    return {
+        "worker_events": total,
+        "worker_streams": streams,
+        "worker_eps": round(worker_eps, 1),
+        "worker_eps_with_startup": round(with_start, 1),
+        "floor_eps": round(floor, 1),
+        "naive_eps": round(naive, 1),
+        "ratio_floor": round(worker_eps / floor, 4),
+        "ratio_naive": round(worker_eps / naive, 2),
+        "worker_batches": stats.batches,
+        "redis_bytes_per_stream": round(per_stream, 1),
+        "state_value_bytes": value_bytes,
+        "worker_rss_mb": round(rss, 1),
+    }
+
+
+def bench_latency(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Event produced → state written, at a fixed offered load (default 5,000 events/s)."""
+    import asyncio
+    import threading
+
+    from pipeline.modeling import load_worker_models
+    from pipeline.pacing import Pacer
+    from pipeline.worker import Worker
+
+    rate = 5000.0
+    count = min(events, 50_000)
+    run = uuid.uuid4().hex[:8]
+    topic = f"bench-{run}-latency"
+    kafka.ensure_topics(settings, [topic], partitions=4)
+    payload = [(e["key"].encode(), orjson.dumps(e)) for e in GENERATORS["network"](keys=2000, seed=13).events(count)]
+    latencies: list[float] = []
+    try:
+        wsettings = _worker_settings(settings, {"network": topic})
+        worker = Worker(wsettings, load_worker_models(dict(settings.model_dirs), ["network"]), [topic],
+                        namespace=f"bench-{run}", latencies=latencies)
+
+        def offer() -> None:
+            producer = kafka.producer(settings, linger_ms=1)
+            pacer = Pacer(max_rate=rate)
+            for key, value in payload:
+                pacer.wait(0)
+                producer.send(topic, key=key, value=value)
+            producer.flush()
+            producer.close()
+
+        async def main() -> None:
+            task = asyncio.create_task(worker.run(max_idle_s=2.0))
+            while worker.stats.started == 0.0 and not task.done():
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # joined and assigned before the load starts
+            thread = threading.Thread(target=offer)
+            log(f"latency: offering {count:,} events at {rate:,.0f}/s")
+            thread.start()
+            await task
+            thread.join()
+
+        asyncio.run(main())
+    finally:
+        _drop_topics(settings, [topic])
+    values = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else float("nan")
+
+    return {"latency_rate_eps": rate, "latency_events": len(values),
+            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": round(values[-1], 1) if values else None}}
+
+
+def bench_model(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """GRU step cost on CPU: one stream vs 1,024 streams per call."""
+    import torch
+
+    from pipeline.modeling import load_model
+
+    detector = load_model(None, "network")
+    sample = list(GENERATORS["network"](keys=1024, seed=14).events(20_000))
+    firsts: dict[str, tuple[int, dict[str, Any]]] = {}
+    for e in sample:
+        firsts.setdefault(e["key"], (e["ts"], e["values"]))
+    batch = list(firsts.values())[:1024]
+    out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    for size, repeats in ((1, 300), (1024, 30)):
+        states = [detector.new_state() for _ in range(size)]
+        detector.step(states, batch[:size])  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            detector.step(states, batch[:size])
+        per_call = (time.perf_counter() - started) / repeats
+        out[f"step_us_batch_{size}"] = round(per_call * 1e6, 1)
+        out[f"step_us_per_event_batch_{size}"] = round(per_call * 1e6 / size, 2)
+    log(f"model: step {out['step_us_batch_1']} µs at batch 1, {out['step_us_batch_1024']} µs at batch 1024")
+    return out
+
+
+def bench_faust(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """A do-nothing Faust agent (take_events) against a raw aiokafka consumer on the same topic."""
+    import asyncio
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    count = min(events, 100_000)
+    run = uuid.uuid4().hex[:8]
+    topic = f"bench-{run}-faust"
+    kafka.ensure_topics(settings, [topic], partitions=4)
+    producer = kafka.producer(settings)
+    for e in GENERATORS["network"](keys=2000, seed=15).events(count):
+        producer.send(topic, key=e["key"].encode(), value=orjson.dumps(e))
+    producer.flush()
+    producer.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        web_port = sock.getsockname()[1]
+    try:
+        log(f"faust: raw aiokafka consumer and a do-nothing Faust agent over {count:,} events")
+        floor = asyncio.run(_raw_floor(settings, [topic], count))
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "GW_FLOOR_TOPIC": topic, "GW_FLOOR_EVENTS": str(count),
+                   "GW_FLOOR_APP": f"bench-faust-{run}", "GW_FLOOR_WEB_PORT": str(web_port)}
+            result = subprocess.run(
+                [sys.executable, "-m", "faust", "-A", "pipeline.faust_floor", "--datadir", tmp, "worker", "-l", "warn"],
+                env=env, capture_output=True, text=True, timeout=600, cwd=tmp,
+            )
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if "FAUST_EPS" in line]
+        if not lines:
+            raise RuntimeError(f"the Faust floor run printed no figure: {result.stderr[-800:]}")
+        faust_eps = float(lines[-1].split("FAUST_EPS", 1)[1].split()[0])
+    finally:
+        _drop_topics(settings, [topic])
+    return {"faust_eps": round(faust_eps, 1), "faust_floor_raw_eps": round(floor, 1),
+            "ratio_faust_raw": round(faust_eps / floor, 4)}
+
+
 PARTS: dict[str, Callable[[Settings, int, Callable[[str], None]], dict[str, Any]]] = {
+    "worker": bench_worker,
+    "latency": bench_latency,
+    "model": bench_model,
     "replay": bench_replay,
+    "faust": bench_faust,
 }
+QUICK_PARTS = ["worker", "latency", "model", "replay"]
 
 
 def run_bench(settings: Settings, parts: list[str], events: int, log: Callable[[str], None]) -> dict[str, Any]:

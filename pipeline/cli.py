@@ -249,17 +249,18 @@ def record(topic: str, output: str, from_beginning: bool, max_events: int | None
 
 
 @cli.command()
-@click.option("--only", "parts", multiple=True, type=click.Choice(["replay"]),
+@click.option("--only", "parts", multiple=True,
+              type=click.Choice(["worker", "latency", "model", "replay", "faust"]),
               help="Run only these parts (repeatable).")
 @click.option("--events", type=click.IntRange(min=1000), default=None, help="Events per part.")
 @click.option("--quick", is_flag=True, help="A short run (under a minute).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(parts: tuple[str, ...], events: int | None, quick: bool, as_json: bool) -> None:
     """Measure throughput against baselines run side by side (ratios hold on a noisy machine)."""
-    from pipeline.bench import PARTS, run_bench
+    from pipeline.bench import PARTS, QUICK_PARTS, run_bench
 
     settings = _settings()
-    chosen = list(parts) or list(PARTS)
+    chosen = list(parts) or (QUICK_PARTS if quick else list(PARTS))
     results = run_bench(settings, chosen, events or (30_000 if quick else 150_000), lambda m: console.print(m))
     if as_json:
         click.echo(orjson.dumps(results).decode())

@@ -34,6 +34,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int = 0  # the record's Kafka timestamp (producer create time)
 
 
 @dataclass(frozen=True, slots=True)

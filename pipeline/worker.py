@@ -53,6 +53,8 @@ class WorkerStats:
     fenced: int = 0
     retries: int = 0
     started: float = 0.0
+    first_record: float = 0.0  # perf_counter when the first batch arrived
+    last_batch: float = 0.0  # perf_counter when the last batch was committed
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -77,8 +79,11 @@ class Worker:
         topics: list[str],
         store: StateStore | None = None,
         namespace: str | None = None,
+        latencies: list[float] | None = None,
     ) -> None:
         self.settings = settings
+        # When given, collects per-event latency (ms): Kafka create time → state written.
+        self.latencies = latencies
         self.topics = topics
         self.detectors = detectors
         self.store = store or RedisStateStore(settings.redis_url.get_secret_value())
@@ -176,7 +181,7 @@ class Worker:
                 timeout_ms=self.settings.batch_max_wait_ms, max_records=self.settings.batch_size
             )
             records = [
-                Record(tp.topic, tp.partition, m.offset, m.key, m.value)
+                Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
                 for tp, messages in batches.items()
                 for m in messages
             ]
@@ -186,10 +191,13 @@ class Worker:
                     return
                 continue
             last_record = time.monotonic()
+            if not self.stats.first_record:
+                self.stats.first_record = time.perf_counter()
             async with self.batch_lock:
                 done = await self._process_with_retry(records)
                 if done:
                     await self._commit(batches)
+                    self.stats.last_batch = time.perf_counter()
             self._update_lag()
 
     async def _process_with_retry(self, records: list[Record]) -> bool:
@@ -226,6 +234,9 @@ class Worker:
         write_started = time.perf_counter()
         await self.store.put_many(outcome.states, self.settings.state_ttl_s)
         finished = time.perf_counter()
+        if self.latencies is not None:
+            now_ms = time.time() * 1000
+            self.latencies.extend(now_ms - r.timestamp_ms for r in records)
         self._account(records, outcome, scored_at - started, finished - write_started, finished - started)
 
     async def _publish(self, outcome: BatchOutcome) -> None:

@@ -39,9 +39,14 @@ def streams_of(events: list[dict]) -> dict[str, list[tuple[int, dict]]]:
 def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: int) -> None:
     events = list(NetworkGenerator(keys=9, seed=21, anomaly_rate=0.01).events(600))
     offline = {k: [r.score for r in detector.score_sequence(evs)[0]] for k, evs in streams_of(events).items()}
+    offline_alerts = {
+        k: [(r.anomalous, r.alert, r.episode) for r in detector.score_sequence(evs)[0]]
+        for k, evs in streams_of(events).items()
+    }
     # Online: events in arrival order, batches of distinct streams of at most max_batch.
     states = {k: detector.new_state() for k in offline}
     online: dict[str, list[float]] = defaultdict(list)
+    online_alerts: dict[str, list[tuple[bool, bool, str | None]]] = defaultdict(list)
     pending: list[dict] = []
 
     def flush() -> None:
@@ -49,6 +54,7 @@ def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: 
         results, new = detector.step([states[k] for k in keys], [(e["ts"], e["values"]) for e in pending])
         for k, r, s in zip(keys, results, new, strict=True):
             online[k].append(r.score)
+            online_alerts[k].append((r.anomalous, r.alert, r.episode))
             states[k] = s
         pending.clear()
 
@@ -59,6 +65,8 @@ def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: 
     flush()
     for key in offline:
         np.testing.assert_allclose(online[key], offline[key], rtol=1e-4, atol=1e-4)
+        assert online_alerts[key] == offline_alerts[key]
+    assert any(a for flags in offline_alerts.values() for _, a, _ in flags)
 
 
 def test_state_carries_across_calls(detector: Detector) -> None:

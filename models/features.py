@@ -12,6 +12,7 @@ the time gap of the next event (calendar inputs are not predicted).
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -76,9 +77,12 @@ class FeatureSpec:
 
     def transform_values(self, values: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Raw value dicts → transformed (not yet normalised) feature matrix, shape (n, features)."""
-        raw = np.array([[v[name] for name in self.names] for v in values], dtype=np.float64).reshape(
-            len(values), len(self.names)
-        )
+        if len(self.names) == 1:
+            (name,) = self.names
+            raw = np.array([v[name] for v in values], dtype=np.float64).reshape(len(values), 1)
+        else:
+            pick = itemgetter(*self.names)
+            raw = np.array([pick(v) for v in values], dtype=np.float64).reshape(len(values), len(self.names))
         for j, kind in enumerate(self.transforms):
             raw[:, j] = _forward(kind, raw[:, j])
         return raw

@@ -140,14 +140,14 @@ class BatchScorer:
                 outcome.fenced += before - len(group.items)
             states[redis_key] = stored or StoredState(detector.new_state(), -1, -1)
 
-        wave = 0
-        while True:
-            by_kind: dict[str, list[str]] = {}
-            for redis_key, group in pending.items():
-                if wave < len(group.items):
-                    by_kind.setdefault(group.kind, []).append(redis_key)
-            if not by_kind:
-                break
+        # Wave i holds the i-th pending event of every stream that has one: one model call per kind.
+        waves: list[dict[str, list[str]]] = []
+        for redis_key, group in pending.items():
+            for i in range(len(group.items)):
+                if i == len(waves):
+                    waves.append({})
+                waves[i].setdefault(group.kind, []).append(redis_key)
+        for wave, by_kind in enumerate(waves):
             for kind, redis_keys in by_kind.items():
                 detector = self.detectors[kind]
                 batch = [pending[k].items[wave] for k in redis_keys]
@@ -161,7 +161,6 @@ class BatchScorer:
                             build_alert(event, result, detector, kind, record.topic, record.partition, record.offset)
                         )
                 outcome.scored += len(batch)
-            wave += 1
-        outcome.waves = wave
+        outcome.waves = len(waves)
         outcome.states = {k: pack_state(states[k]) for k, g in pending.items() if g.items}
         return outcome

@@ -75,6 +75,25 @@ def new_topic(kafka_up: Settings) -> Iterator[Callable[..., str]]:
             client.delete_topics(created)
 
 
+def find_nab() -> Path | None:
+    """The Numenta Anomaly Benchmark: GRUWATCH_NAB_DIR, or the project's shared folder."""
+    candidates = [os.environ.get("GRUWATCH_NAB_DIR", ""), Path(__file__).resolve().parents[2] / "shared/datasets/nab",
+                  "/work/shared/datasets/nab"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "labels" / "combined_windows.json").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def nab_dir() -> Path:
+    found = find_nab()
+    if found is None:
+        _missing("the NAB data set is not found (set GRUWATCH_NAB_DIR)")
+    assert found is not None
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

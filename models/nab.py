@@ -1,0 +1,176 @@
+"""The Numenta Anomaly Benchmark's scoring, written from its published description and code.
+
+Per data file: anomaly windows from the labels; every record after the probationary period
+(15 % of the file, at most 750 records) gets a sweep score: inside a window, a scaled sigmoid of
+its position (earlier is better, normalised so the earliest record is worth ``tp`` weight);
+outside, a false-positive cost that fades with the distance past the previous window. For a
+threshold, a window counts its best detected record (or −``fn`` weight when none is detected)
+and every detected record outside windows adds its cost. The corpus score is the best total
+over every threshold (the exhaustive sweep); it is normalised to 100 × (raw − null) /
+(perfect − null), where null is the constant-score detector and perfect detects every window
+at its start.
+
+>>> round(scaled_sigmoid(-1.0), 5), round(scaled_sigmoid(0.0), 5), scaled_sigmoid(3.0)
+(0.98661, 0.0, -1.0)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+__all__ = [
+    "PROBATION_PERCENT",
+    "CostMatrix",
+    "SweepRow",
+    "corpus_scores",
+    "load_profiles",
+    "load_windows",
+    "parse_nab_time",
+    "scaled_sigmoid",
+    "sweep_file",
+]
+
+PROBATION_PERCENT = 0.15
+_PROBATION_CAP = 5000  # the probationary period is at most 15 % of 5,000 records
+_NULL_SCORE = 0.5
+
+
+@dataclass(frozen=True)
+class CostMatrix:
+    tp: float
+    fp: float
+    fn: float
+
+    @classmethod
+    def from_profile(cls, profile: Mapping[str, Mapping[str, float]]) -> CostMatrix:
+        cost = profile["CostMatrix"]
+        return cls(tp=cost["tpWeight"], fp=cost["fpWeight"], fn=cost["fnWeight"])
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRow:
+    anomaly_score: float
+    sweep_score: float
+    window: str | None  # None outside windows; "probationary" records are never scored
+
+
+def scaled_sigmoid(position: float) -> float:
+    """+0.987 at a window's left edge, 0 at its right edge, → −1 far past it."""
+    if position >= 3.0:
+        return -1.0
+    return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
+
+
+def parse_nab_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.strip())
+
+
+def load_windows(labels_file: Path) -> dict[str, list[tuple[datetime, datetime]]]:
+    raw = json.loads(labels_file.read_text())
+    return {name: [(parse_nab_time(a), parse_nab_time(b)) for a, b in windows] for name, windows in raw.items()}
+
+
+def load_profiles(profiles_file: Path) -> dict[str, CostMatrix]:
+    return {name: CostMatrix.from_profile(p) for name, p in json.loads(profiles_file.read_text()).items()}
+
+
+def _probation_length(rows: int) -> float:
+    return min(math.floor(PROBATION_PERCENT * rows), PROBATION_PERCENT * _PROBATION_CAP)
+
+
+def sweep_file(
+    timestamps: Sequence[datetime],
+    scores: Sequence[float],
+    windows: Sequence[tuple[datetime, datetime]],
+    name: str,
+    cost: CostMatrix,
+) -> list[SweepRow]:
+    """Every record's contribution if it were detected (the sweep score), with its window."""
+    if len(timestamps) != len(scores):
+        raise ValueError(f"{name}: {len(timestamps)} timestamps but {len(scores)} scores")
+    index = {ts: i for i, ts in reversed(list(enumerate(timestamps)))}  # first occurrence
+    pending = list(windows)
+    max_tp = scaled_sigmoid(-1.0)
+    probation = _probation_length(len(timestamps))
+    rows: list[SweepRow] = []
+    window_name: str | None = None
+    window_end: datetime | None = None
+    right = width = 0.0
+    prev_right: int | None = None
+    prev_width = 0.0
+    for i, (ts, score) in enumerate(zip(timestamps, scores, strict=True)):
+        if pending and ts == pending[0][0]:
+            start, window_end = pending.pop(0)
+            window_name = f"{name}|{start.isoformat()}"
+            right = float(index[window_end])
+            width = float(right - index[start] + 1)
+        if window_name is not None:
+            position = -(right - i + 1) / width
+            weighted = scaled_sigmoid(position) * cost.tp / max_tp
+        else:
+            position = 3.0 if prev_right is None else abs(prev_right - i) / (prev_width - 1)
+            weighted = scaled_sigmoid(position) * cost.fp
+        rows.append(SweepRow(float(score), weighted, window_name if i >= probation else "probationary"))
+        if window_name is not None and ts == window_end:
+            prev_right, prev_width = i, width
+            window_name, window_end = None, None
+    return rows
+
+
+def best_threshold(rows: Sequence[SweepRow], cost: CostMatrix) -> tuple[float, float]:
+    """(threshold, score) with the highest total over every threshold; detection is score ≥ threshold."""
+    scorable = sorted((r for r in rows if r.window != "probationary"), key=lambda r: r.anomaly_score, reverse=True)
+    parts: dict[str, float] = {"fp": 0.0}
+    for r in scorable:
+        if r.window is not None:
+            parts[r.window] = -cost.fn
+    current = 1.1  # above every score: nothing detected
+    total = sum(parts.values())
+    best = (current, total)
+    for r in scorable:
+        if r.anomaly_score != current:
+            total = sum(parts.values())
+            if total > best[1]:
+                best = (current, total)
+            current = r.anomaly_score
+        if r.window is None:
+            parts["fp"] += r.sweep_score
+        else:
+            parts[r.window] = max(parts[r.window], r.sweep_score)
+    total = sum(parts.values())
+    if total > best[1]:
+        best = (current, total)
+    return best
+
+
+def corpus_scores(
+    files: Mapping[str, tuple[Sequence[datetime], Sequence[float]]],
+    windows: Mapping[str, Sequence[tuple[datetime, datetime]]],
+    profiles: Mapping[str, CostMatrix],
+) -> dict[str, dict[str, float]]:
+    """Per profile: the normalised score, the raw score, its threshold, and the null/perfect anchors."""
+    out: dict[str, dict[str, float]] = {}
+    window_count = sum(len(windows.get(name, [])) for name in files)
+    for profile, cost in profiles.items():
+        rows: list[SweepRow] = []
+        null_rows: list[SweepRow] = []
+        for name, (timestamps, scores) in files.items():
+            file_windows = windows.get(name, [])
+            rows.extend(sweep_file(timestamps, scores, file_windows, name, cost))
+            null_rows.extend(sweep_file(timestamps, [_NULL_SCORE] * len(timestamps), file_windows, name, cost))
+        threshold, raw = best_threshold(rows, cost)
+        _, null = best_threshold(null_rows, cost)
+        perfect = window_count * cost.tp
+        out[profile] = {
+            "score": 100.0 * (raw - null) / (perfect - null),
+            "raw": raw,
+            "threshold": threshold,
+            "null": null,
+            "perfect": perfect,
+        }
+    return out

@@ -1,0 +1,65 @@
+"""NAB scoring, proved on a published result: ARTime's per-record scores → its corpus scores."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from models.nab import CostMatrix, best_threshold, corpus_scores, load_profiles, load_windows, parse_nab_time, sweep_file
+
+
+def test_reproduces_artime_published_scores(nab_dir: Path) -> None:
+    windows = load_windows(nab_dir / "labels" / "combined_windows.json")
+    profiles = load_profiles(nab_dir / "config" / "profiles.json")
+    files = {}
+    for path in sorted((nab_dir / "results" / "ARTime").glob("*/ARTime_*.csv")):
+        with path.open() as fh:
+            rows = list(csv.DictReader(fh))
+        files[f"{path.parent.name}/{path.name.removeprefix('ARTime_')}"] = (
+            [parse_nab_time(r["timestamp"]) for r in rows], [float(r["anomaly_score"]) for r in rows]
+        )
+    assert len(files) == 58
+    published = json.loads((nab_dir / "results" / "final_results.json").read_text())["ARTime"]
+    scores = corpus_scores(files, windows, profiles)
+    for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
+        assert scores[profile]["score"] == pytest.approx(published[profile], abs=0.01), profile
+    assert scores["standard"]["perfect"] == 116 and scores["standard"]["null"] == -116
+
+
+def _series(n: int) -> list[datetime]:
+    start = datetime(2026, 1, 1)
+    return [start + timedelta(minutes=5 * i) for i in range(n)]
+
+
+def test_early_detection_beats_late_and_false_positives_cost() -> None:
+    ts = _series(1000)
+    window = [(ts[600], ts[699])]
+    cost = CostMatrix(tp=1.0, fp=0.11, fn=1.0)
+
+    def total(hit: int, extra_fp: int | None = None) -> float:
+        scores = [0.0] * 1000
+        scores[hit] = 1.0
+        if extra_fp is not None:
+            scores[extra_fp] = 1.0
+        return best_threshold(sweep_file(ts, scores, window, "f", cost), cost)[1]
+
+    assert total(600) > total(650) > total(699) > 0
+    assert total(600) == pytest.approx(1.0, abs=1e-9)  # the earliest record is worth the full tp weight
+    assert total(600, extra_fp=300) == pytest.approx(1.0 - 0.11)  # a false positive before any window
+    # A constant score: detecting everything costs more than the window is worth, so the best
+    # threshold detects nothing and pays fn for the window (the null detector's baseline).
+    assert best_threshold(sweep_file(ts, [0.5] * 1000, window, "f", cost), cost) == (1.1, -1.0)
+
+
+def test_probationary_records_are_never_scored() -> None:
+    ts = _series(1000)
+    cost = CostMatrix(tp=1.0, fp=0.11, fn=1.0)
+    scores = [0.0] * 1000
+    scores[10] = 1.0  # inside the first 15 %: a false positive that must not count
+    rows = sweep_file(ts, scores, [], "f", cost)
+    assert rows[10].window == "probationary" and rows[150].window is None
+    assert best_threshold(rows, cost)[1] == pytest.approx(0.0)

@@ -57,7 +57,7 @@ clean: down
 	rm -rf .gruwatch
 
 # Rebuild the shipped default models (models/shipped/<kind>) from seeded synthetic data.
-SHIPPED_KINDS := network financial sensor
+SHIPPED_KINDS := network financial sensor generic
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \

@@ -68,6 +68,14 @@ def load_detector(directory: Path, kind: str | None = None) -> Detector:
         model.load_state_dict(state, strict=True)
     except ModelError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, EOFError) as exc:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+        pickle.UnpicklingError,
+        EOFError,
+    ) as exc:
         raise ModelError(f"{directory} is corrupt: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return Detector(spec, model, calibration, name=str(card["name"]), version=str(card["version"]))

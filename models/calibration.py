@@ -54,7 +54,9 @@ class Calibration:
         self._median = float(np.interp(0.5, self._levels, self._scores))
 
     @classmethod
-    def fit(cls, normal_scores: Sequence[float], far: float = 1e-3, warmup: int = 10, cooldown: int = 20) -> Calibration:
+    def fit(
+        cls, normal_scores: Sequence[float], far: float = 1e-3, warmup: int = 10, cooldown: int = 20
+    ) -> Calibration:
         data = np.asarray(normal_scores, dtype=np.float64)
         if data.size < 10:
             raise ValueError("calibration needs at least 10 normal scores")

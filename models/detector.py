@@ -47,7 +47,12 @@ class Detector:
     """Scores events of one kind. ``name@version`` identifies it in alerts and state keys."""
 
     def __init__(
-        self, spec: FeatureSpec, model: GRUDetector, calibration: Calibration, name: str, version: str
+        self,
+        spec: FeatureSpec,
+        model: GRUDetector,
+        calibration: Calibration,
+        name: str,
+        version: str,
     ) -> None:
         self.spec = spec
         self.model = model.eval()
@@ -62,7 +67,9 @@ class Detector:
     def new_state(self) -> StreamState:
         return StreamState(h=np.zeros(self.model.hidden, dtype=np.float32))
 
-    def _prepare(self, ts: np.ndarray, values: Sequence[Mapping[str, float]], last_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare(
+        self, ts: np.ndarray, values: Sequence[Mapping[str, float]], last_ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         gaps = np.where(last_ts >= 0, (ts - last_ts) / 1000.0, 0.0)
         y = self.spec.normalise(self.spec.targets(values, gaps))
         return y, self.spec.inputs(y, ts)
@@ -80,11 +87,14 @@ class Detector:
         y, x = self._prepare(ts, [v for _, v in events], last)
         h = torch.from_numpy(np.stack([s.h for s in states]))
         with torch.inference_mode():
-            terms, mean, logvar, h_new = self.model.step(
-                h, torch.from_numpy(x).float(), torch.from_numpy(y).float()
-            )
+            terms, mean, logvar, h_new = self.model.step(h, torch.from_numpy(x).float(), torch.from_numpy(y).float())
         results = self._decide(
-            terms.numpy(), mean.numpy(), logvar.numpy(), y, [s.episode for s in states], [v for _, v in events]
+            terms.numpy(),
+            mean.numpy(),
+            logvar.numpy(),
+            y,
+            [s.episode for s in states],
+            [v for _, v in events],
         )
         h_out = h_new.numpy()
         new_states = [
@@ -110,7 +120,12 @@ class Detector:
             )
         episode = state.episode
         results = self._decide(
-            terms[0].numpy(), mean[0].numpy(), logvar[0].numpy(), y, [episode] * len(events), [v for _, v in events]
+            terms[0].numpy(),
+            mean[0].numpy(),
+            logvar[0].numpy(),
+            y,
+            [episode] * len(events),
+            [v for _, v in events],
         )
         return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode)
 
@@ -138,14 +153,24 @@ class Detector:
                 explanation = self.explain(terms[i], mean[i], logvar[i], y[i], values[i])
             out.append(
                 Scored(
-                    float(score), decision.probability, decision.anomalous, decision.alert,
-                    decision.severity, decision.episode, explanation,
+                    float(score),
+                    decision.probability,
+                    decision.anomalous,
+                    decision.alert,
+                    decision.severity,
+                    decision.episode,
+                    explanation,
                 )
             )
         return out
 
     def explain(
-        self, terms: np.ndarray, mean: np.ndarray, logvar: np.ndarray, y: np.ndarray, values: Mapping[str, float]
+        self,
+        terms: np.ndarray,
+        mean: np.ndarray,
+        logvar: np.ndarray,
+        y: np.ndarray,
+        values: Mapping[str, float],
     ) -> list[dict[str, Any]]:
         """The targets that cost the most likelihood: actual and expected (raw units) and z."""
         z = (y - mean) / np.exp(0.5 * logvar)

@@ -12,9 +12,9 @@ the time gap of the next event (calendar inputs are not predicted).
 from __future__ import annotations
 
 import math
-from operator import itemgetter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -27,17 +27,17 @@ _DAY_MS = 86_400_000
 
 def _forward(kind: str, x: np.ndarray) -> np.ndarray:
     if kind == "log1p":
-        return np.log1p(np.maximum(x, 0.0))
+        return np.asarray(np.log1p(np.maximum(x, 0.0)))
     if kind == "signed_log":
-        return np.sign(x) * np.log1p(np.abs(x))
+        return np.asarray(np.sign(x) * np.log1p(np.abs(x)))
     return x
 
 
 def _inverse(kind: str, y: np.ndarray) -> np.ndarray:
     if kind == "log1p":
-        return np.expm1(y)
+        return np.asarray(np.expm1(y))
     if kind == "signed_log":
-        return np.sign(y) * np.expm1(np.abs(y))
+        return np.asarray(np.sign(y) * np.expm1(np.abs(y)))
     return y
 
 
@@ -130,12 +130,21 @@ class FeatureSpec:
 
 DEFAULT_SPECS: dict[str, FeatureSpec] = {
     "network": FeatureSpec(
-        "network", ("bytes", "packets", "duration_ms", "dst_ports"), ("log1p", "log1p", "log1p", "log1p"), calendar=True
+        "network",
+        ("bytes", "packets", "duration_ms", "dst_ports"),
+        ("log1p", "log1p", "log1p", "log1p"),
+        calendar=True,
     ),
     "financial": FeatureSpec(
-        "financial", ("amount", "merchant_novelty", "distance_km"), ("log1p", "identity", "log1p"), calendar=True
+        "financial",
+        ("amount", "merchant_novelty", "distance_km"),
+        ("log1p", "identity", "log1p"),
+        calendar=True,
     ),
     "sensor": FeatureSpec(
-        "sensor", ("temperature", "pressure", "vibration", "current"), ("identity",) * 4, calendar=True
+        "sensor",
+        ("temperature", "pressure", "vibration", "current"),
+        ("identity",) * 4,
+        calendar=True,
     ),
 }

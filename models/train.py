@@ -84,18 +84,19 @@ def _mean_nll(model: GRUDetector, streams: list[_Arrays]) -> float:
 def train_detector(
     spec: FeatureSpec,
     data: Mapping[str, StreamData],
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     name: str = "gru",
     version: str = "1",
     on_epoch: Callable[[int, float, float], None] = lambda epoch, train, val: None,
 ) -> tuple[Detector, dict[str, Any]]:
     """Fit normalisation, train the GRU with early stopping, calibrate on the validation streams."""
+    config = config or TrainConfig()
     keys = sorted(k for k, events in data.items() if len(events) >= 2)
     if len(keys) < 2:
         raise ValueError("training needs at least two streams with two or more events each")
     rng = np.random.default_rng(config.seed)
     rng.shuffle(keys)
-    n_val = max(1, int(round(len(keys) * config.val_fraction)))
+    n_val = max(1, round(len(keys) * config.val_fraction))
     val_keys, train_keys = keys[:n_val], keys[n_val:]
 
     spec.fit(np.concatenate([_targets(spec, data[k]) for k in train_keys]))
@@ -115,13 +116,17 @@ def train_detector(
             x, y, m = _batch([train_streams[i] for i in order[start : start + config.batch_streams]])
             h = model.initial_state(x.shape[0])
             for t in range(0, x.shape[1], config.chunk):
-                xc, yc, mc = x[:, t : t + config.chunk], y[:, t : t + config.chunk], m[:, t : t + config.chunk]
+                xc, yc, mc = (
+                    x[:, t : t + config.chunk],
+                    y[:, t : t + config.chunk],
+                    m[:, t : t + config.chunk],
+                )
                 if float(mc.sum()) == 0:
                     continue
                 terms, _, _, h_last = model.sequence(xc, yc, h)
                 loss = (terms.sum(-1) * mc).sum() / mc.sum()
                 optimiser.zero_grad()
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimiser.step()
                 h = h_last.detach()
@@ -142,7 +147,7 @@ def train_detector(
     model.eval()
 
     # Calibrate on normal validation events past the warm-up.
-    placeholder = Calibration.fit(np.arange(100.0), far=config.far)
+    placeholder = Calibration.fit([float(i) for i in range(100)], far=config.far)
     detector = Detector(spec, model, placeholder, name, version)
     normal_scores: list[float] = []
     for key in val_keys:
@@ -150,7 +155,7 @@ def train_detector(
         normal_scores.extend(
             r.score for i, (r, e) in enumerate(zip(results, data[key], strict=True)) if i >= config.warmup and e[2] != 1
         )
-    detector.calibration = Calibration.fit(normal_scores, config.far, config.warmup, config.cooldown)
+    detector.calibration = Calibration.fit(list(normal_scores), config.far, config.warmup, config.cooldown)
     report = {
         "epochs": epochs_run,
         "best_val_nll": round(best_val, 4),

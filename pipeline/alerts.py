@@ -19,7 +19,13 @@ def alert_id(topic: str, partition: int, offset: int) -> str:
 
 
 def build_alert(
-    event: Event, result: Scored, detector: Detector, kind: str, topic: str, partition: int, offset: int
+    event: Event,
+    result: Scored,
+    detector: Detector,
+    kind: str,
+    topic: str,
+    partition: int,
+    offset: int,
 ) -> dict[str, Any]:
     return {
         "alert_id": alert_id(topic, partition, offset),

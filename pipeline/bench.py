@@ -44,7 +44,7 @@ def _mixed_events(total: int, keys: int, seed: int) -> list[dict[str, Any]]:
     """Events of all three kinds, in equal parts."""
     per_kind = total // len(GENERATORS)
     events: list[dict[str, Any]] = []
-    for kind, cls in GENERATORS.items():
+    for _kind, cls in GENERATORS.items():
         events.extend(cls(keys=max(1, keys // len(GENERATORS)), seed=seed).events(per_kind))
     return events
 
@@ -65,15 +65,16 @@ def _raw_send_loop(settings: Settings, topic: str, records: list[tuple[bytes, by
 def bench_replay(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
     data = _mixed_events(events, keys=3000, seed=7)
     records = [(e["key"].encode(), orjson.dumps(e)) for e in data]
-    with tempfile.TemporaryDirectory() as tmp, _scratch_topics(settings, 3, settings.topic_partitions) as topics:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _scratch_topics(settings, 3, settings.topic_partitions) as topics,
+    ):
         path = Path(tmp) / "events.jsonl"
         path.write_bytes(b"".join(value + b"\n" for _, value in records))
         log(f"replay: raw kafka-python send loop, {len(records)} events (gruwatch's producer settings)")
         floor = _raw_send_loop(settings, topics[0], records)
         log("replay: raw kafka-python send loop with kafka-python's default producer settings")
-        default = _raw_send_loop(
-            settings, topics[1], records, linger_ms=0, batch_size=16384, compression_type=None
-        )
+        default = _raw_send_loop(settings, topics[1], records, linger_ms=0, batch_size=16384, compression_type=None)
         log("replay: gruwatch replay (read, validate, encode, send)")
         stats = replay(settings, [path], topics[2], fmt="jsonl")
     return {
@@ -116,9 +117,14 @@ async def _raw_floor(settings: Settings, topics: list[str], total: int) -> float
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_servers, group_id=f"bench-floor-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=settings.batch_size,
-        fetch_max_bytes=32 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+        *topics,
+        bootstrap_servers=settings.kafka_servers,
+        group_id=f"bench-floor-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=settings.batch_size,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     await consumer.start()
     try:
@@ -134,10 +140,18 @@ async def _raw_floor(settings: Settings, topics: list[str], total: int) -> float
 
 
 def _worker_settings(settings: Settings, topics: dict[str, str]) -> Settings:
-    return settings.model_copy(update={
-        "topics": {t: k for k, t in topics.items()}, "group_id": f"bench-worker-{uuid.uuid4().hex[:8]}",
-        "http_port": 0, "state_ttl_s": 3600,
-    })
+    return settings.model_copy(
+        update={
+            "topics": {t: k for k, t in topics.items()},
+            "group_id": f"bench-worker-{uuid.uuid4().hex[:8]}",
+            "http_port": 0,
+            "state_ttl_s": 3600,
+        }
+    )
+
+
+def _model_dirs(settings: Settings) -> dict[str, Path]:
+    return {str(kind): path for kind, path in settings.model_dirs.items()}
 
 
 def _rss_mb() -> float:
@@ -147,7 +161,12 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _naive(settings: Settings, detectors: dict[str, Any], sample: list[tuple[str, dict[str, Any]]], namespace: str) -> float:
+def _naive(
+    settings: Settings,
+    detectors: dict[str, Any],
+    sample: list[tuple[str, dict[str, Any]]],
+    namespace: str,
+) -> float:
     """One Redis GET, one model step and one SET per event: what batching must beat."""
     import redis as redis_sync
 
@@ -161,7 +180,7 @@ def _naive(settings: Settings, detectors: dict[str, Any], sample: list[tuple[str
         event = decode_event(orjson.dumps(raw), features=detector.spec.names)
         key = state_key(namespace, detector.ident, kind, event.key)
         stored_raw = client.get(key)
-        stored = unpack_state(stored_raw, detector.model.hidden) if stored_raw else None
+        stored = unpack_state(stored_raw, detector.model.hidden) if isinstance(stored_raw, bytes) else None
         state = stored.stream if stored else detector.new_state()
         _, (new,) = detector.step([state], [(event.ts, event.values)])
         client.set(key, pack_state(StoredState(new, 0, offset)), ex=3600)
@@ -184,7 +203,7 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
     try:
         log("worker: raw aiokafka consumer (the transport floor)")
         floor = asyncio.run(_raw_floor(settings, list(topics.values()), total))
-        detectors = load_worker_models(dict(settings.model_dirs), list(topics))
+        detectors = load_worker_models(_model_dirs(settings), list(topics))
         wsettings = _worker_settings(settings, topics)
         namespace = f"bench-{uuid.uuid4().hex[:8]}"
         log("worker: gruwatch worker from start to caught up (lag 0, states written)")
@@ -198,7 +217,7 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         with_start = total / (stats.last_batch - started)
         rss = _rss_mb()
         client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
-        keys = [k for _, k in zip(range(300), client.scan_iter(match=f"gw:{namespace}:*", count=1000))]
+        keys = [k for _, k in zip(range(300), client.scan_iter(match=f"gw:{namespace}:*", count=1000), strict=False)]
         per_stream = sum(client.memory_usage(k, samples=0) or 0 for k in keys) / max(len(keys), 1)
         value_bytes = len(client.get(keys[0]) or b"") if keys else 0
         client.close()
@@ -241,8 +260,13 @@ def bench_latency(settings: Settings, events: int, log: Callable[[str], None]) -
     latencies: list[float] = []
     try:
         wsettings = _worker_settings(settings, {"network": topic})
-        worker = Worker(wsettings, load_worker_models(dict(settings.model_dirs), ["network"]), [topic],
-                        namespace=f"bench-{run}", latencies=latencies)
+        worker = Worker(
+            wsettings,
+            load_worker_models(_model_dirs(settings), ["network"]),
+            [topic],
+            namespace=f"bench-{run}",
+            latencies=latencies,
+        )
 
         def offer() -> None:
             producer = kafka.producer(settings, linger_ms=1)
@@ -272,8 +296,16 @@ def bench_latency(settings: Settings, events: int, log: Callable[[str], None]) -
     def pct(q: float) -> float:
         return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else float("nan")
 
-    return {"latency_rate_eps": rate, "latency_events": len(values),
-            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": round(values[-1], 1) if values else None}}
+    return {
+        "latency_rate_eps": rate,
+        "latency_events": len(values),
+        "latency_ms": {
+            "p50": pct(0.50),
+            "p95": pct(0.95),
+            "p99": pct(0.99),
+            "max": round(values[-1], 1) if values else None,
+        },
+    }
 
 
 def bench_model(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -326,11 +358,31 @@ def bench_faust(settings: Settings, events: int, log: Callable[[str], None]) -> 
         log(f"faust: raw aiokafka consumer and a do-nothing Faust agent over {count:,} events")
         floor = asyncio.run(_raw_floor(settings, [topic], count))
         with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "GW_FLOOR_TOPIC": topic, "GW_FLOOR_EVENTS": str(count),
-                   "GW_FLOOR_APP": f"bench-faust-{run}", "GW_FLOOR_WEB_PORT": str(web_port)}
+            env = {
+                **os.environ,
+                "GW_FLOOR_TOPIC": topic,
+                "GW_FLOOR_EVENTS": str(count),
+                "GW_FLOOR_APP": f"bench-faust-{run}",
+                "GW_FLOOR_WEB_PORT": str(web_port),
+            }
             result = subprocess.run(
-                [sys.executable, "-m", "faust", "-A", "pipeline.faust_floor", "--datadir", tmp, "worker", "-l", "warn"],
-                env=env, capture_output=True, text=True, timeout=600, cwd=tmp,
+                [
+                    sys.executable,
+                    "-m",
+                    "faust",
+                    "-A",
+                    "pipeline.faust_floor",
+                    "--datadir",
+                    tmp,
+                    "worker",
+                    "-l",
+                    "warn",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=tmp,
             )
         lines = [line for line in (result.stdout + result.stderr).splitlines() if "FAUST_EPS" in line]
         if not lines:
@@ -338,8 +390,11 @@ def bench_faust(settings: Settings, events: int, log: Callable[[str], None]) -> 
         faust_eps = float(lines[-1].split("FAUST_EPS", 1)[1].split()[0])
     finally:
         _drop_topics(settings, [topic])
-    return {"faust_eps": round(faust_eps, 1), "faust_floor_raw_eps": round(floor, 1),
-            "ratio_faust_raw": round(faust_eps / floor, 4)}
+    return {
+        "faust_eps": round(faust_eps, 1),
+        "faust_floor_raw_eps": round(floor, 1),
+        "ratio_faust_raw": round(faust_eps / floor, 4),
+    }
 
 
 PARTS: dict[str, Callable[[Settings, int, Callable[[str], None]], dict[str, Any]]] = {

@@ -76,7 +76,7 @@ def _events_since(settings: Settings, topic: str, start: dict[TopicPartition, in
         for tp in tps:
             consumer.seek(tp, start[tp])
         end = consumer.end_offsets(tps)
-        out = []
+        out: list[dict[str, Any]] = []
         while any(consumer.position(tp) < end[tp] for tp in tps):
             for messages in consumer.poll(timeout_ms=500).values():
                 out.extend(orjson.loads(m.value) for m in messages)
@@ -87,8 +87,11 @@ def _events_since(settings: Settings, topic: str, start: dict[TopicPartition, in
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [sys.executable, "-m", "pipeline", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -126,28 +129,73 @@ def run_demo(
         # The demo's group starts exactly where the topics end now: it scores every event the demo
         # sends and nothing older, with no race against the producers.
         with kafka.admin(settings) as client:
-            client.alter_group_offsets(group, {
-                tp: OffsetAndMetadata(offset, "", -1) for tp, offset in start_offsets.items()
-                if tp.topic != settings.alerts_topic
-            })
-        procs.append(_spawn(
-            ["worker", "--topics", ",".join(topics.values()), "--group", group,
-             "--namespace", f"demo-{run}", "--max-wait-ms", "100"], env,
-        ))
+            client.alter_group_offsets(
+                group,
+                {
+                    tp: OffsetAndMetadata(offset, "", -1)
+                    for tp, offset in start_offsets.items()
+                    if tp.topic != settings.alerts_topic
+                },
+            )
+        procs.append(
+            _spawn(
+                [
+                    "worker",
+                    "--topics",
+                    ",".join(topics.values()),
+                    "--group",
+                    group,
+                    "--namespace",
+                    f"demo-{run}",
+                    "--max-wait-ms",
+                    "100",
+                ],
+                env,
+            )
+        )
         for i, kind in enumerate(KINDS):
-            procs.append(_spawn(
-                ["produce", kind, "--count", "0", "--rate", str(rate), "--keys", str(keys), "--seed", str(i + 1),
-                 "--anomaly-rate", str(anomaly_rate), "--start", "now", "--no-progress"], env,
-            ))
+            procs.append(
+                _spawn(
+                    [
+                        "produce",
+                        kind,
+                        "--count",
+                        "0",
+                        "--rate",
+                        str(rate),
+                        "--keys",
+                        str(keys),
+                        "--seed",
+                        str(i + 1),
+                        "--anomaly-rate",
+                        str(anomaly_rate),
+                        "--start",
+                        "now",
+                        "--no-progress",
+                    ],
+                    env,
+                )
+            )
         result.pids = [p.pid for p in procs]
-        log(f"demo {run}: worker pid {procs[0].pid}, producers pids {', '.join(str(p.pid) for p in procs[1:])}; "
-            f"{rate:g} events/s per kind for {duration_s:g} s (Ctrl-C stops early)")
+        log(
+            f"demo {run}: worker pid {procs[0].pid}, producers pids {', '.join(str(p.pid) for p in procs[1:])}; "
+            f"{rate:g} events/s per kind for {duration_s:g} s (Ctrl-C stops early)"
+        )
         deadline = time.monotonic() + duration_s
         with StopFlag() as stop:
-            should_stop = lambda: stop() or time.monotonic() >= deadline or any(p.poll() is not None for p in procs)  # noqa: E731
+
+            def should_stop() -> bool:
+                return stop() or time.monotonic() >= deadline or any(p.poll() is not None for p in procs)
+
             for alert in subscribe(
-                settings, AlertFilter(), SubscribeStats(), from_beginning=True, follow=True, idle_timeout=None,
-                should_stop=should_stop, start_offsets=start_offsets,
+                settings,
+                AlertFilter(),
+                SubscribeStats(),
+                from_beginning=True,
+                follow=True,
+                idle_timeout=None,
+                should_stop=should_stop,
+                start_offsets=start_offsets,
             ):
                 result.alerts.append(alert)
                 on_alert(alert)
@@ -166,4 +214,3 @@ def run_demo(
         result.incidents += len(incidents)
         result.caught += len(incidents & caught)
     return result
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -71,11 +71,7 @@ def topic_partitions(settings: Settings, topics: Iterable[str]) -> dict[str, int
     wanted = list(topics)
     with admin(settings) as client:
         described = client.describe_topics(wanted)
-    return {
-        t["name"]: len(t["partitions"])
-        for t in described
-        if t.get("error_code", 0) == 0 and t["partitions"]
-    }
+    return {t["name"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
 
 
 def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | None = None) -> list[str]:
@@ -86,13 +82,11 @@ def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | No
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if not missing:
             return []
-        try:
+        with suppress(TopicAlreadyExistsError):  # another process created it between list and create
             client.create_topics(
                 [NewTopic(name=n, num_partitions=count, replication_factor=-1) for n in missing],
                 wait_for_metadata=True,
             )
-        except TopicAlreadyExistsError:
-            pass  # another process created it between list and create
         client.wait_for_topics(missing, timeout_ms=15000)
     logger.info("created topics %s with %d partitions", missing, count)
     return missing

@@ -17,12 +17,23 @@ class WorkerMetrics:
         self.fenced = Counter("gruwatch_events_fenced_total", "Redelivered events already applied", registry=r)
         self.alerts = Counter("gruwatch_alerts_total", "Alerts published", ["kind", "severity"], registry=r)
         self.batch_size = Histogram(
-            "gruwatch_batch_size", "Records per batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            "gruwatch_batch_size",
+            "Records per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
             registry=r,
         )
-        self.step_seconds = Histogram("gruwatch_step_seconds", "Scoring time per batch (decode, read, step)", registry=r)
+        self.step_seconds = Histogram(
+            "gruwatch_step_seconds", "Scoring time per batch (decode, read, step)", registry=r
+        )
         self.redis_seconds = Histogram("gruwatch_redis_write_seconds", "State write time per batch", registry=r)
-        self.batch_seconds = Histogram("gruwatch_batch_seconds", "Whole batch: score, produce, write, commit", registry=r)
-        self.lag = Gauge("gruwatch_consumer_lag", "Records behind the log end", ["topic", "partition"], registry=r)
+        self.batch_seconds = Histogram(
+            "gruwatch_batch_seconds", "Whole batch: score, produce, write, commit", registry=r
+        )
+        self.lag = Gauge(
+            "gruwatch_consumer_lag",
+            "Records behind the log end",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.healthy = Gauge("gruwatch_healthy", "1 when the last batch completed without a fault", registry=r)
         self.retries = Counter("gruwatch_retries_total", "Batches retried after a fault", ["cause"], registry=r)

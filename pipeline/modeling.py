@@ -8,11 +8,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from models.artifacts import ModelError, load_detector, shipped_model_dir
 from models.detector import Detector, Scored
-from models.features import DEFAULT_SPECS, FeatureSpec
+from models.features import DEFAULT_SPECS, FeatureSpec, Transform
 from pipeline.errors import InputFileError, ModelLoadError
 from pipeline.events import Event
 from pipeline.replay import BadLine, iter_events
@@ -66,7 +66,8 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
     incomplete = sum(1 for e in data.events if len(e.values) != len(names))
     if incomplete:
         raise InputFileError(f"generic training data must name the same values in every event ({incomplete} differ)")
-    return FeatureSpec("generic", tuple(names), ("signed_log",) * len(names), calendar=False)
+    transforms = cast("tuple[Transform, ...]", ("signed_log",) * len(names))
+    return FeatureSpec("generic", tuple(names), transforms, calendar=False)
 
 
 def load_model(model_dir: Path | None, kind: str | None) -> Detector:

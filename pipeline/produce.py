@@ -14,6 +14,7 @@ from pipeline.sending import Sender
 from pipeline.settings import Settings
 from producers.base import StreamGenerator
 from producers.financial import FinancialGenerator
+from producers.generic import GenericGenerator
 from producers.network import NetworkGenerator
 from producers.sensor import SensorGenerator
 
@@ -23,6 +24,7 @@ GENERATORS: dict[str, type[StreamGenerator]] = {
     "network": NetworkGenerator,
     "financial": FinancialGenerator,
     "sensor": SensorGenerator,
+    "generic": GenericGenerator,
 }
 
 
@@ -35,7 +37,9 @@ def make_generator(kind: str, keys: int, seed: int, anomaly_rate: float, start_m
         raise ConfigError(str(exc)) from None
 
 
-def _limited(events: Iterator[dict[str, Any]], count: int | None, should_stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+def _limited(
+    events: Iterator[dict[str, Any]], count: int | None, should_stop: Callable[[], bool]
+) -> Iterator[dict[str, Any]]:
     for event in itertools.islice(events, count):
         if should_stop():
             return

@@ -36,7 +36,10 @@ def read_topic(
 ) -> Iterator[Any]:
     """Yield the topic's records (kafka-python ConsumerRecords) until a stop condition."""
     consumer = kafka.consumer(
-        settings, client_id=client_id, group_id=group_id, enable_auto_commit=group_id is not None,
+        settings,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=group_id is not None,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
     try:

@@ -54,8 +54,13 @@ def record(
     started = time.monotonic()
     try:
         for message in read_topic(
-            settings, topic, from_beginning=from_beginning, to_end=to_end, idle_timeout=idle_timeout,
-            should_stop=should_stop, client_id="gruwatch-record",
+            settings,
+            topic,
+            from_beginning=from_beginning,
+            to_end=to_end,
+            idle_timeout=idle_timeout,
+            should_stop=should_stop,
+            client_id="gruwatch-record",
         ):
             try:
                 out.write(jsonl_line(message.value))

@@ -20,7 +20,16 @@ from pipeline.events import Event, decode_event, encode_event, validate_event
 from pipeline.pacing import Pacer
 from pipeline.sending import Sender
 from pipeline.settings import Settings
-from producers.files import Format, Line, count_lines, detect_format, expand_paths, read_csv, read_jsonl, read_nab
+from producers.files import (
+    Format,
+    Line,
+    count_lines,
+    detect_format,
+    expand_paths,
+    read_csv,
+    read_jsonl,
+    read_nab,
+)
 
 __all__ = ["BadLine", "CsvColumns", "ReplayStats", "iter_events", "replay"]
 
@@ -171,4 +180,3 @@ def replay(
     if on_progress is not None:
         on_progress(stats.sent % 1000)
     return stats
-

@@ -130,7 +130,10 @@ class BatchScorer:
             stored = unpack_state(raw, detector.model.hidden) if raw is not None else None
             if raw is not None and stored is None:
                 outcome.ignored_states += 1
-                logger.warning("state %s has another layout or model size; starting the stream afresh", redis_key)
+                logger.warning(
+                    "state %s has another layout or model size; starting the stream afresh",
+                    redis_key,
+                )
             if stored is not None:
                 # The fence: a stream lives in one partition, so its offsets only grow.
                 before = len(group.items)
@@ -158,7 +161,15 @@ class BatchScorer:
                     states[redis_key] = StoredState(new, record.partition, record.offset)
                     if result.alert:
                         outcome.alerts.append(
-                            build_alert(event, result, detector, kind, record.topic, record.partition, record.offset)
+                            build_alert(
+                                event,
+                                result,
+                                detector,
+                                kind,
+                                record.topic,
+                                record.partition,
+                                record.offset,
+                            )
                         )
                 outcome.scored += len(batch)
         outcome.waves = len(waves)

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 
     topics: dict[str, Kind] = Field(
-        default_factory=lambda: {
+        default_factory=lambda: {  # type: ignore[arg-type]
             "events.network": "network",
             "events.financial": "financial",
             "events.sensor": "sensor",

@@ -7,6 +7,7 @@ Data, logs and pid files live under ``settings.state_dir`` (git-ignored).
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import shutil
@@ -97,10 +98,8 @@ def _stop_pid(pid: int, name: str, timeout: float = _STOP_TIMEOUT_S) -> None:
 
 def _reap(pid: int) -> None:
     """Collect our own exited child so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _wait_until(ready: Callable[[], bool], alive: Callable[[], bool], timeout: float) -> bool:
@@ -191,8 +190,16 @@ class LocalKafka:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         # Static quorum (controller.quorum.voters): formatted without --standalone.
         cmd = [
-            "java", *self._java_opts(), "-cp", f"{self.lib_dir}/*",
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file),
+            "java",
+            *self._java_opts(),
+            "-cp",
+            f"{self.lib_dir}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config_file),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -212,14 +219,20 @@ class LocalKafka:
         if self._responds():
             return "running"
         if not self.is_local:
-            raise StackError(f"Kafka at {self.address} is not answering, and it is not local, so gruwatch will not start it")
+            raise StackError(
+                f"Kafka at {self.address} is not answering, and it is not local, so gruwatch will not start it"
+            )
         if shutil.which("java") is None:
             raise StackError("java is not installed (Java 17+ is needed for the Kafka broker)")
         if self.jar_version() is None:
             raise StackError(f"no Kafka jars in {self.lib_dir}: run `make setup` first")
         if (pid := _pid_alive(self.pid_file)) is not None:
             # Ours, but not answering yet (still starting, or wedged): give it the start timeout.
-            if _wait_until(self._responds, lambda: _pid_alive(self.pid_file) is not None, self.settings.kafka_start_timeout_s):
+            if _wait_until(
+                self._responds,
+                lambda: _pid_alive(self.pid_file) is not None,
+                self.settings.kafka_start_timeout_s,
+            ):
                 return "running"
             raise StackError(f"Kafka (pid {pid}) runs but does not answer on {self.address}; see {self.log_file}")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +241,14 @@ class LocalKafka:
             self._format_storage()
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
-                ["java", *self._java_opts(), "-cp", f"{self.lib_dir}/*", "kafka.Kafka", str(self.config_file)],
+                [
+                    "java",
+                    *self._java_opts(),
+                    "-cp",
+                    f"{self.lib_dir}/*",
+                    "kafka.Kafka",
+                    str(self.config_file),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -267,7 +287,11 @@ class LocalKafka:
         status.up = True
         # The wire protocol says only major.minor; a broker we started is the jar's exact version.
         status.version = self.jar_version() if pid is not None else info["protocol_version"]
-        gruwatch_topics = [*self.settings.topics, self.settings.alerts_topic, self.settings.deadletter_topic]
+        gruwatch_topics = [
+            *self.settings.topics,
+            self.settings.alerts_topic,
+            self.settings.deadletter_topic,
+        ]
         partitions = kafka.topic_partitions(self.settings, gruwatch_topics)
         status.details = {
             "cluster_id": info["cluster_id"],
@@ -300,7 +324,7 @@ class LocalRedis:
     def _info(self) -> dict[str, Any] | None:
         try:
             with self._client() as client:
-                return client.info("server")  # type: ignore[no-any-return]
+                return client.info("server")
         except (redis.RedisError, OSError):
             return None
 
@@ -308,14 +332,26 @@ class LocalRedis:
         if self._info() is not None:
             return "running"
         if self.host not in _LOCAL_HOSTS:
-            raise StackError(f"Redis at {self.address} is not answering, and it is not local, so gruwatch will not start it")
+            raise StackError(
+                f"Redis at {self.address} is not answering, and it is not local, so gruwatch will not start it"
+            )
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError("redis-server is not installed: run `make setup` (or `apt-get install redis-server`)")
         self.dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            binary, str(self.conf), "--port", str(self.port), "--bind", self.host,
-            "--dir", str(self.dir), "--pidfile", str(self.pid_file), "--logfile", str(self.log_file),
+            binary,
+            str(self.conf),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.dir),
+            "--pidfile",
+            str(self.pid_file),
+            "--logfile",
+            str(self.log_file),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # daemonizes
         if result.returncode != 0:

@@ -58,8 +58,17 @@ def pack_state(state: StoredState) -> bytes:
     episode = state.stream.episode
     h = np.ascontiguousarray(state.stream.h, dtype="<f4")
     header = _HEADER.pack(
-        _MAGIC, LAYOUT_VERSION, h.shape[0], state.partition, state.offset, state.stream.last_ts,
-        episode.count, int(episode.open), min(episode.quiet, 65535), episode.score_mean, episode.peak,
+        _MAGIC,
+        LAYOUT_VERSION,
+        h.shape[0],
+        state.partition,
+        state.offset,
+        state.stream.last_ts,
+        episode.count,
+        int(episode.open),
+        min(episode.quiet, 65535),
+        episode.score_mean,
+        episode.peak,
     )
     return header + h.tobytes()
 
@@ -68,7 +77,7 @@ def unpack_state(raw: bytes, hidden: int) -> StoredState | None:
     """The state in ``raw``, or None when it was written by another layout or model size."""
     if len(raw) < _HEADER.size or raw[:2] != _MAGIC:
         return None
-    magic, layout, size, partition, offset, last_ts, count, is_open, quiet, score_mean, peak = _HEADER.unpack_from(raw)
+    _magic, layout, size, partition, offset, last_ts, count, is_open, quiet, score_mean, peak = _HEADER.unpack_from(raw)
     if layout != LAYOUT_VERSION or size != hidden or len(raw) != _HEADER.size + 4 * hidden:
         return None
     h = np.frombuffer(raw, dtype="<f4", offset=_HEADER.size).astype(np.float32)
@@ -136,7 +145,7 @@ class RedisStateStore:
         if not keys:
             return []
         try:
-            return list(await self._client.mget(keys))
+            return [v if isinstance(v, bytes) else None for v in await self._client.mget(keys)]
         except (RedisError, OSError) as exc:
             raise StateStoreUnavailable(f"reading states from Redis failed: {exc}") from exc
 

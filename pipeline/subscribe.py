@@ -91,8 +91,14 @@ def subscribe(
     """Alerts that pass the filter, each alert_id once, in arrival order."""
     seen: OrderedDict[str, None] = OrderedDict()
     for message in read_topic(
-        settings, settings.alerts_topic, from_beginning=from_beginning, to_end=not follow,
-        idle_timeout=idle_timeout, should_stop=should_stop, group_id=group_id, client_id="gruwatch-alerts",
+        settings,
+        settings.alerts_topic,
+        from_beginning=from_beginning,
+        to_end=not follow,
+        idle_timeout=idle_timeout,
+        should_stop=should_stop,
+        group_id=group_id,
+        client_id="gruwatch-alerts",
         start_offsets=start_offsets,
     ):
         try:

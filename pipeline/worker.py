@@ -16,10 +16,12 @@ consumer in a group (see `gruwatch bench`); batches need the batch API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +90,12 @@ class Worker:
         self.detectors = detectors
         self.store = store or RedisStateStore(settings.redis_url.get_secret_value())
         self.scorer = BatchScorer(
-            detectors, {t: settings.topics[t] for t in topics}, self.store,
+            detectors,
+            {t: settings.topics[t] for t in topics},
+            self.store,
             namespace=namespace or settings.namespace,
-            max_event_bytes=settings.max_event_bytes, max_event_values=settings.max_event_values,
+            max_event_bytes=settings.max_event_bytes,
+            max_event_values=settings.max_event_values,
         )
         self.metrics = WorkerMetrics()
         self.stats = WorkerStats()
@@ -112,10 +117,8 @@ class Worker:
         """Consume until stopped (or, with ``max_idle_s``, until that long without a record)."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(signum, self.stop)
-            except (NotImplementedError, RuntimeError):  # not the main thread
-                pass
         servers = self.settings.kafka_servers
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,
@@ -128,8 +131,12 @@ class Worker:
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=servers, client_id="gruwatch-worker", acks="all", linger_ms=5,
-            compression_type="gzip", max_request_size=4 * 1024 * 1024,
+            bootstrap_servers=servers,
+            client_id="gruwatch-worker",
+            acks="all",
+            linger_ms=5,
+            compression_type="gzip",
+            max_request_size=4 * 1024 * 1024,
         )
         runner = await self._start_http()
         try:
@@ -166,10 +173,8 @@ class Worker:
             await runner.cleanup()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -245,14 +250,22 @@ class Worker:
         try:
             futures = []
             for dead in outcome.dead:
-                futures.append(await self._producer.send(
-                    self.settings.deadletter_topic, value=dead.record.value or b"", key=dead.record.key,
-                    headers=dead.headers(),
-                ))
+                futures.append(
+                    await self._producer.send(
+                        self.settings.deadletter_topic,
+                        value=dead.record.value or b"",
+                        key=dead.record.key,
+                        headers=dead.headers(),
+                    )
+                )
             for alert in outcome.alerts:
-                futures.append(await self._producer.send(
-                    self.settings.alerts_topic, value=orjson.dumps(alert), key=alert["key"].encode(),
-                ))
+                futures.append(
+                    await self._producer.send(
+                        self.settings.alerts_topic,
+                        value=orjson.dumps(alert),
+                        key=alert["key"].encode(),
+                    )
+                )
             if futures:
                 await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -270,7 +283,14 @@ class Worker:
         except KafkaError as exc:
             self._fault("kafka", f"commit failed: {exc}")
 
-    def _account(self, records: list[Record], outcome: BatchOutcome, step_s: float, write_s: float, total_s: float) -> None:
+    def _account(
+        self,
+        records: list[Record],
+        outcome: BatchOutcome,
+        step_s: float,
+        write_s: float,
+        total_s: float,
+    ) -> None:
         m, s = self.metrics, self.stats
         s.batches += 1
         s.events += len(records)
@@ -327,7 +347,10 @@ class Worker:
             return web.json_response(body, status=200 if body["healthy"] else 503)
 
         async def metrics(_: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return web.Response(
+                body=generate_latest(self.metrics.registry),
+                headers={"Content-Type": CONTENT_TYPE_LATEST},
+            )
 
         app = web.Application()
         app.router.add_get("/health", health)

@@ -55,7 +55,11 @@ class StreamGenerator(ABC):
     anomaly_types: tuple[str, ...] = ()
 
     def __init__(
-        self, keys: int = 100, seed: int = 0, anomaly_rate: float = 0.002, start_ms: int = DEFAULT_START_MS
+        self,
+        keys: int = 100,
+        seed: int = 0,
+        anomaly_rate: float = 0.002,
+        start_ms: int = DEFAULT_START_MS,
     ) -> None:
         if keys < 1:
             raise ValueError("keys must be at least 1")
@@ -98,7 +102,10 @@ class StreamGenerator(ABC):
                 "label": 0 if item.anomaly is None else 1,
             }
             if item.anomaly is not None:
-                event["meta"] = {"anomaly": item.anomaly, "incident": f"{keys[index]}#{item.incident}"}
+                event["meta"] = {
+                    "anomaly": item.anomaly,
+                    "incident": f"{keys[index]}#{item.incident}",
+                }
             yield event
             emitted += 1
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["Format", "Line", "count_lines", "detect_format", "expand_paths", "read_csv", "read_jsonl", "read_nab"]
+__all__ = [
+    "Format",
+    "Line",
+    "count_lines",
+    "detect_format",
+    "expand_paths",
+    "read_csv",
+    "read_jsonl",
+    "read_nab",
+]
 
 Format = Literal["jsonl", "csv", "nab"]
 
@@ -87,11 +96,17 @@ def read_csv(
         needed = [c for c in (ts_column, key_column, label_column) if c] + list(value_columns or [])
         absent = [c for c in needed if c not in header]
         if absent:
-            yield Line(str(path), 1, error=f"header lacks column(s) {', '.join(absent)} (has {', '.join(header)})")
+            yield Line(
+                str(path),
+                1,
+                error=f"header lacks column(s) {', '.join(absent)} (has {', '.join(header)})",
+            )
             return
-        columns = list(value_columns) if value_columns else [
-            c for c in header if c not in {ts_column, key_column, label_column}
-        ]
+        columns = (
+            list(value_columns)
+            if value_columns
+            else [c for c in header if c not in {ts_column, key_column, label_column}]
+        )
         for number, row in enumerate(reader, start=2):
             try:
                 values = {c: _number(row[c], c) for c in columns}

@@ -40,7 +40,8 @@ class FinancialGenerator(StreamGenerator):
                 "amount": round(float(normal.lognormal(log_median, 0.8)), 2),
                 "merchant_novelty": 1.0 if normal.random() < 0.05 else 0.0,
                 "distance_km": round(
-                    float(normal.uniform(50, 400)) if normal.random() < 0.03 else float(normal.exponential(4)), 2
+                    float(normal.uniform(50, 400)) if normal.random() < 0.03 else float(normal.exponential(4)),
+                    2,
                 ),
             }
             anomaly = None
@@ -61,19 +62,34 @@ class FinancialGenerator(StreamGenerator):
 
     @staticmethod
     def _inject(
-        kind: str, incident: int, prev_ts: int, next_ts: int, log_median: float, rng: np.random.Generator
+        kind: str,
+        incident: int,
+        prev_ts: int,
+        next_ts: int,
+        log_median: float,
+        rng: np.random.Generator,
     ) -> Iterator[Generated]:
         if kind == "card_testing":
             for t in burst_times(prev_ts, next_ts, int(rng.integers(5, 16)), 8000, rng):
-                yield Generated(t, {
-                    "amount": round(float(rng.uniform(0.5, 3.0)), 2),
-                    "merchant_novelty": 1.0,
-                    "distance_km": round(float(rng.uniform(0, 30)), 2),
-                }, kind, incident)
+                yield Generated(
+                    t,
+                    {
+                        "amount": round(float(rng.uniform(0.5, 3.0)), 2),
+                        "merchant_novelty": 1.0,
+                        "distance_km": round(float(rng.uniform(0, 30)), 2),
+                    },
+                    kind,
+                    incident,
+                )
         else:  # impossible travel: far away, minutes before the next (local) purchase
             for t in burst_times(prev_ts, next_ts, 1, float(rng.uniform(120_000, 1_200_000)), rng):
-                yield Generated(t, {
-                    "amount": round(float(rng.lognormal(log_median, 0.8)), 2),
-                    "merchant_novelty": 1.0,
-                    "distance_km": round(float(rng.uniform(2000, 9000)), 2),
-                }, kind, incident)
+                yield Generated(
+                    t,
+                    {
+                        "amount": round(float(rng.lognormal(log_median, 0.8)), 2),
+                        "merchant_novelty": 1.0,
+                        "distance_km": round(float(rng.uniform(2000, 9000)), 2),
+                    },
+                    kind,
+                    incident,
+                )

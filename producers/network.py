@@ -59,33 +59,54 @@ class NetworkGenerator(StreamGenerator):
         }
 
     def _inject(
-        self, kind: str, incident: int, prev_ts: int, next_ts: int, log_bytes: float, throughput: float,
+        self,
+        kind: str,
+        incident: int,
+        prev_ts: int,
+        next_ts: int,
+        log_bytes: float,
+        throughput: float,
         rng: np.random.Generator,
     ) -> Iterator[Generated]:
         if kind == "exfiltration":
             times = burst_times(prev_ts, next_ts, int(rng.integers(3, 11)), 3000, rng)
             for t in times:
                 size = float(rng.lognormal(log_bytes + math.log(400), 0.4))
-                yield Generated(t, {
-                    "bytes": round(size),
-                    "packets": max(1, round(size / 1400)),
-                    "duration_ms": round(size / throughput * 1000 * float(rng.uniform(1.5, 4))),
-                    "dst_ports": 1,
-                }, kind, incident)
+                yield Generated(
+                    t,
+                    {
+                        "bytes": round(size),
+                        "packets": max(1, round(size / 1400)),
+                        "duration_ms": round(size / throughput * 1000 * float(rng.uniform(1.5, 4))),
+                        "dst_ports": 1,
+                    },
+                    kind,
+                    incident,
+                )
         elif kind == "port_scan":
             for t in burst_times(prev_ts, next_ts, int(rng.integers(15, 51)), 80, rng):
-                yield Generated(t, {
-                    "bytes": int(rng.integers(40, 121)),
-                    "packets": int(rng.integers(1, 3)),
-                    "duration_ms": int(rng.integers(1, 6)),
-                    "dst_ports": int(rng.integers(20, 501)),
-                }, kind, incident)
+                yield Generated(
+                    t,
+                    {
+                        "bytes": int(rng.integers(40, 121)),
+                        "packets": int(rng.integers(1, 3)),
+                        "duration_ms": int(rng.integers(1, 6)),
+                        "dst_ports": int(rng.integers(20, 501)),
+                    },
+                    kind,
+                    incident,
+                )
         else:  # flood
             for t in burst_times(prev_ts, next_ts, int(rng.integers(20, 81)), 20, rng):
                 packets = int(rng.integers(500, 5001))
-                yield Generated(t, {
-                    "bytes": packets * int(rng.integers(60, 101)),
-                    "packets": packets,
-                    "duration_ms": int(rng.integers(100, 1001)),
-                    "dst_ports": 1,
-                }, kind, incident)
+                yield Generated(
+                    t,
+                    {
+                        "bytes": packets * int(rng.integers(60, 101)),
+                        "packets": packets,
+                        "duration_ms": int(rng.integers(100, 1001)),
+                        "dst_ports": 1,
+                    },
+                    kind,
+                    incident,
+                )

@@ -36,7 +36,11 @@ class SensorGenerator(StreamGenerator):
 
     def stream(self, index: int, normal: np.random.Generator, anomalies: np.random.Generator) -> Iterator[Generated]:
         params = {
-            name: (base * float(normal.uniform(0.9, 1.1)), gain * float(normal.uniform(0.8, 1.2)), sd)
+            name: (
+                base * float(normal.uniform(0.9, 1.1)),
+                gain * float(normal.uniform(0.8, 1.2)),
+                sd,
+            )
             for name, (base, gain, sd) in _CHANNELS.items()
         }
         period_ms = 60_000

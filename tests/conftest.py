@@ -77,8 +77,11 @@ def new_topic(kafka_up: Settings) -> Iterator[Callable[..., str]]:
 
 def find_nab() -> Path | None:
     """The Numenta Anomaly Benchmark: GRUWATCH_NAB_DIR, or the project's shared folder."""
-    candidates = [os.environ.get("GRUWATCH_NAB_DIR", ""), Path(__file__).resolve().parents[2] / "shared/datasets/nab",
-                  "/work/shared/datasets/nab"]
+    candidates = [
+        os.environ.get("GRUWATCH_NAB_DIR", ""),
+        Path(__file__).resolve().parents[2] / "shared/datasets/nab",
+        "/work/shared/datasets/nab",
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "labels" / "combined_windows.json").exists():
             return Path(candidate)

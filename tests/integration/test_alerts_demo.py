@@ -18,17 +18,29 @@ from pipeline.settings import Settings
 
 def gruwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
 
 def alert(i: int, kind: str, key: str, severity: str, ts: int) -> dict[str, Any]:
     return {
-        "alert_id": f"events.{kind}:0:{i}", "kind": kind, "key": key, "ts": ts, "score": 30.0 + i,
-        "threshold": 20.0, "probability": 1e-6, "severity": severity, "model": f"gru-{kind}@1",
+        "alert_id": f"events.{kind}:0:{i}",
+        "kind": kind,
+        "key": key,
+        "ts": ts,
+        "score": 30.0 + i,
+        "threshold": 20.0,
+        "probability": 1e-6,
+        "severity": severity,
+        "model": f"gru-{kind}@1",
         "explanation": [{"feature": "bytes", "actual": 1e6, "expected": 1e3, "z": 6.1}],
-        "source": {"topic": f"events.{kind}", "partition": 0, "offset": i}, "detected_at": ts + 5, "meta": None,
+        "source": {"topic": f"events.{kind}", "partition": 0, "offset": i},
+        "detected_at": ts + 5,
+        "meta": None,
     }
 
 
@@ -64,8 +76,15 @@ def test_alerts_subscriber(kafka_up: Settings, new_topic: Callable[..., str]) ->
     assert ids("--kind", "financial") == ["events.financial:0:2", "events.financial:0:3"]
     assert ids("--min-severity", "high") == ["events.financial:0:3", "events.network:0:1"]
     assert ids("--key", "acct-0007*") == ["events.financial:0:3"]
-    assert ids("--since", "2h") == ["events.financial:0:2", "events.financial:0:3", "events.sensor:0:4"]
-    assert ids("--kind", "sensor", "--kind", "network", "--since", "1d") == ["events.network:0:1", "events.sensor:0:4"]
+    assert ids("--since", "2h") == [
+        "events.financial:0:2",
+        "events.financial:0:3",
+        "events.sensor:0:4",
+    ]
+    assert ids("--kind", "sensor", "--kind", "network", "--since", "1d") == [
+        "events.network:0:1",
+        "events.sensor:0:4",
+    ]
     # The readable form shows a row per alert.
     table = gruwatch("alerts", "--no-follow", "--from-beginning", env=env)
     assert table.returncode == 0 and table.stdout.count("acct-000777") == 1 and "critical" in table.stdout

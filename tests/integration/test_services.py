@@ -57,7 +57,18 @@ def test_faust_agent_round_trip(kafka_up: Settings, new_topic: Callable[..., str
         "PYTHONPATH": str(Path(__file__).parent),
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "faust", "-A", "faust_relay", "--datadir", str(tmp_path), "worker", "-l", "warn"],
+        [
+            sys.executable,
+            "-m",
+            "faust",
+            "-A",
+            "faust_relay",
+            "--datadir",
+            str(tmp_path),
+            "worker",
+            "-l",
+            "warn",
+        ],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

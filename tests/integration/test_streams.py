@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from pipeline.settings import Settings
 from producers.network import NetworkGenerator
 
-NAB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nab"
-
 
 def gruwatch(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout, env=os.environ
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ,
     )
 
 
@@ -77,7 +78,12 @@ def test_replay_reports_bad_lines_and_sends_the_good_ones(
     result = gruwatch("replay", str(path), "--topic", topic, "--no-progress", "--json")
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout) | {"elapsed_s": 0, "events_per_s": 0} == {
-        "files": 1, "sent": 2, "bad_lines": 3, "streams": 2, "elapsed_s": 0, "events_per_s": 0,
+        "files": 1,
+        "sent": 2,
+        "bad_lines": 3,
+        "streams": 2,
+        "elapsed_s": 0,
+        "events_per_s": 0,
     }
     for line, reason in ((2, "NaN"), (3, "not valid JSON"), (5, "missing field 'values'")):
         assert any(f"{path}:{line}:" in row and reason in row for row in result.stderr.splitlines()), result.stderr
@@ -93,12 +99,11 @@ def test_replay_reports_bad_lines_and_sends_the_good_ones(
     assert f"{path}:2:" in strict.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.skipif(not NAB.exists(), reason="the shared NAB data set is not beside the checkout")
 def test_replay_nab_folder_sends_all_seven_files(
-    kafka_up: Settings, new_topic: Callable[..., str], tmp_path: Path
+    kafka_up: Settings, new_topic: Callable[..., str], tmp_path: Path, nab_dir: Path
 ) -> None:
     topic = new_topic(partitions=4)
-    folder = NAB / "data" / "realKnownCause"
+    folder = nab_dir / "data" / "realKnownCause"
     rows = sum(len(f.read_text().splitlines()) - 1 for f in folder.glob("*.csv"))
     result = gruwatch("replay", str(folder), "--format", "nab", "--topic", topic, "--no-progress", "--json")
     assert result.returncode == 0, result.stderr
@@ -113,7 +118,10 @@ def test_replay_nab_folder_sends_all_seven_files(
 
 def test_record_stops_at_max_and_when_idle(kafka_up: Settings, new_topic: Callable[..., str], tmp_path: Path) -> None:
     topic = new_topic()
-    assert gruwatch("produce", "sensor", "--count", "500", "--keys", "5", "--topic", topic, "--no-progress").returncode == 0
+    assert (
+        gruwatch("produce", "sensor", "--count", "500", "--keys", "5", "--topic", topic, "--no-progress").returncode
+        == 0
+    )
     out = tmp_path / "max.jsonl"
     assert gruwatch("record", topic, "-o", str(out), "--from-beginning", "--max", "123").returncode == 0
     assert len(read_jsonl(out)) == 123

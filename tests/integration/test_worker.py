@@ -52,7 +52,9 @@ def stream_topic(kafka_up: Settings) -> Iterator[tuple[str, list[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def reference(stream_topic: tuple[str, list[dict[str, Any]]], redis_client: Any) -> tuple[WorkerEnv, dict[str, Any], list[Any]]:
+def reference(
+    stream_topic: tuple[str, list[dict[str, Any]]], redis_client: Any
+) -> tuple[WorkerEnv, dict[str, Any], list[Any]]:
     """An uninterrupted run: its states and alerts are what every other run must reproduce."""
     topic, _ = stream_topic
     env = WorkerEnv(topic)
@@ -62,10 +64,11 @@ def reference(stream_topic: tuple[str, list[dict[str, Any]]], redis_client: Any)
 
 
 def test_alerts_for_injected_incidents(
-    stream_topic: tuple[str, list[dict[str, Any]]], reference: tuple[WorkerEnv, dict[str, Any], list[Any]]
+    stream_topic: tuple[str, list[dict[str, Any]]],
+    reference: tuple[WorkerEnv, dict[str, Any], list[Any]],
 ) -> None:
     topic, events = stream_topic
-    env, states, alert_records = reference
+    _env, states, alert_records = reference
     assert sum(s.count for s in states.values()) == EVENTS and len(states) == KEYS
     alerts = [orjson.loads(r.value) for r in alert_records]
     assert alerts, "no alerts at all"
@@ -100,11 +103,22 @@ def test_bad_input_goes_to_the_dead_letter_topic(kafka_up: Settings, new_topic: 
     topic = new_topic(partitions=1)
     good = list(NetworkGenerator(keys=3, seed=2).events(30))
     bad = [
-        (b"k", b"not json"), (b"k", b"[1]"), (b"k", b'{"ts":1,"values":{}}'),
-        (b"k", b'{"key":"k","ts":"soon","values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}'),
-        (b"k", b'{"key":"k","ts":1,"values":{"bytes":NaN,"packets":1,"duration_ms":1,"dst_ports":1}}'),
+        (b"k", b"not json"),
+        (b"k", b"[1]"),
+        (b"k", b'{"ts":1,"values":{}}'),
+        (
+            b"k",
+            b'{"key":"k","ts":"soon","values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}',
+        ),
+        (
+            b"k",
+            b'{"key":"k","ts":1,"values":{"bytes":NaN,"packets":1,"duration_ms":1,"dst_ports":1}}',
+        ),
         (b"k", b'{"key":"k","ts":1,"values":{"amount":5,"merchant_novelty":0,"distance_km":1}}'),
-        (b"k", b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1,"x":1}}'),
+        (
+            b"k",
+            b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1,"x":1}}',
+        ),
     ]
     from pipeline import kafka
 
@@ -119,8 +133,19 @@ def test_bad_input_goes_to_the_dead_letter_topic(kafka_up: Settings, new_topic: 
     dead = read_topic(kafka_up, env.deadletters)
     assert [r.value for r in dead] == [v for _, v in bad]
     reasons = [dict(r.headers)["reason"].decode() for r in dead]
-    for reason, expected in zip(reasons, ["not valid JSON", "JSON object", "missing field 'key'", "ISO-8601",
-                                          "NaN", "lacks feature", "unknown feature"], strict=True):
+    for reason, expected in zip(
+        reasons,
+        [
+            "not valid JSON",
+            "JSON object",
+            "missing field 'key'",
+            "ISO-8601",
+            "NaN",
+            "lacks feature",
+            "unknown feature",
+        ],
+        strict=True,
+    ):
         assert expected in reason
     for r in dead:
         headers = dict(r.headers)
@@ -131,10 +156,12 @@ def test_bad_input_goes_to_the_dead_letter_topic(kafka_up: Settings, new_topic: 
 
 
 def test_kill_9_mid_stream_then_restart(
-    kafka_up: Settings, stream_topic: tuple[str, list[dict[str, Any]]], reference: tuple[WorkerEnv, dict[str, Any], list[Any]]
+    kafka_up: Settings,
+    stream_topic: tuple[str, list[dict[str, Any]]],
+    reference: tuple[WorkerEnv, dict[str, Any], list[Any]],
 ) -> None:
     topic, _ = stream_topic
-    ref_env, ref_states, ref_alerts = reference
+    _ref_env, ref_states, ref_alerts = reference
     env = WorkerEnv(topic)
     proc = env.start("--batch-size", "100")
     wait_for(lambda: committed(kafka_up, env.group, topic) >= EVENTS // 4, 120, "a quarter committed")
@@ -152,15 +179,20 @@ def test_kill_9_mid_stream_then_restart(
     # The subscriber shows each alert exactly once.
     shown = subprocess.run(
         [sys.executable, "-m", "pipeline", "alerts", "--json", "--no-follow", "--from-beginning"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "GRUWATCH_ALERTS_TOPIC": env.alerts},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GRUWATCH_ALERTS_TOPIC": env.alerts},
     )
     shown_ids = [orjson.loads(line)["alert_id"] for line in shown.stdout.splitlines()]
     assert sorted(shown_ids) == sorted(set(ids))
 
 
 def test_redis_restart_mid_stream_loses_nothing(
-    kafka_up: Settings, stream_topic: tuple[str, list[dict[str, Any]]],
-    reference: tuple[WorkerEnv, dict[str, Any], list[Any]], tmp_path: Path,
+    kafka_up: Settings,
+    stream_topic: tuple[str, list[dict[str, Any]]],
+    reference: tuple[WorkerEnv, dict[str, Any], list[Any]],
+    tmp_path: Path,
 ) -> None:
     topic, _ = stream_topic
     _, ref_states, _ = reference
@@ -201,7 +233,9 @@ def test_redis_restart_mid_stream_loses_nothing(
 
 
 def test_second_worker_joins_mid_stream(
-    kafka_up: Settings, new_topic: Callable[..., str], stream_topic: tuple[str, list[dict[str, Any]]],
+    kafka_up: Settings,
+    new_topic: Callable[..., str],
+    stream_topic: tuple[str, list[dict[str, Any]]],
     reference: tuple[WorkerEnv, dict[str, Any], list[Any]],
 ) -> None:
     """Half the stream with one worker; a second joins the group; the rest is shared between them."""

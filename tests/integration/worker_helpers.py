@@ -52,7 +52,10 @@ class WorkerEnv:
     def start(self, *extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker", *extra],
-            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def run(self, *extra: str, timeout: float = 180) -> str:
@@ -124,5 +127,10 @@ def assert_same_states(got: dict[str, StoredState], want: dict[str, StoredState]
     assert got.keys() == want.keys(), f"{len(got)} streams vs {len(want)}"
     for key, b in want.items():
         a = got[key]
-        assert (a.partition, a.offset, a.count, a.stream.last_ts) == (b.partition, b.offset, b.count, b.stream.last_ts), key
+        assert (a.partition, a.offset, a.count, a.stream.last_ts) == (
+            b.partition,
+            b.offset,
+            b.count,
+            b.stream.last_ts,
+        ), key
         np.testing.assert_allclose(a.stream.h, b.stream.h, atol=atol)

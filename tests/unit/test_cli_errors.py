@@ -16,7 +16,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=full_env, timeout=60
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
     )
 
 

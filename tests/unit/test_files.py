@@ -12,8 +12,6 @@ from pipeline.pacing import Pacer
 from pipeline.replay import BadLine, CsvColumns, iter_events
 from producers.files import detect_format
 
-NAB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "nab" / "data"
-
 
 def test_jsonl_bad_lines_are_reported_with_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
@@ -28,13 +26,18 @@ def test_jsonl_bad_lines_are_reported_with_line_numbers(tmp_path: Path) -> None:
     items_list = list(items)
     assert [i.ts for i in items_list if isinstance(i, Event)] == [1, 3]
     bad = [i for i in items_list if isinstance(i, BadLine)]
-    assert [(b.line, b.reason.split(":")[0]) for b in bad] == [(2, "not valid JSON"), (4, "values.x is not a number (string)")]
+    assert [(b.line, b.reason.split(":")[0]) for b in bad] == [
+        (2, "not valid JSON"),
+        (4, "values.x is not a number (string)"),
+    ]
     assert str(bad[0]).startswith(f"{path}:2: ")
 
 
 def test_csv_with_key_column_and_label(tmp_path: Path) -> None:
     path = tmp_path / "flows.csv"
-    path.write_text("time,host,bytes,packets,y\n2026-01-01T00:00:00Z,h1,10,1,0\n2026-01-01T00:01:00Z,h2,oops,2,1\n1767225720000,h1,30,3,1\n")
+    path.write_text(
+        "time,host,bytes,packets,y\n2026-01-01T00:00:00Z,h1,10,1,0\n2026-01-01T00:01:00Z,h2,oops,2,1\n1767225720000,h1,30,3,1\n"
+    )
     columns = CsvColumns(ts="time", key="host", label="y")
     assert detect_format(path) == "csv"
     items = list(iter_events([path], columns=columns)[1])
@@ -43,7 +46,9 @@ def test_csv_with_key_column_and_label(tmp_path: Path) -> None:
         ("h1", 1767225600000, {"bytes": 10.0, "packets": 1.0}, 0),
         ("h1", 1767225720000, {"bytes": 30.0, "packets": 3.0}, 1),
     ]
-    assert [(b.line, b.reason) for b in items if isinstance(b, BadLine)] == [(3, "column bytes is not a number: 'oops'")]
+    assert [(b.line, b.reason) for b in items if isinstance(b, BadLine)] == [
+        (3, "column bytes is not a number: 'oops'")
+    ]
 
 
 def test_csv_missing_column_is_one_bad_line(tmp_path: Path) -> None:
@@ -53,9 +58,8 @@ def test_csv_missing_column_is_one_bad_line(tmp_path: Path) -> None:
     assert len(items) == 1 and isinstance(items[0], BadLine) and "lacks column(s) when, who" in items[0].reason
 
 
-@pytest.mark.skipif(not NAB.exists(), reason="the shared NAB data set is not beside the checkout")
-def test_nab_folder_merges_files_by_time() -> None:
-    folder = NAB / "realKnownCause"
+def test_nab_folder_merges_files_by_time(nab_dir: Path) -> None:
+    folder = nab_dir / "data" / "realKnownCause"
     assert detect_format(folder) == "nab"
     files, items = iter_events([folder], fmt="nab")
     events = list(items)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from typing import Any
@@ -12,10 +13,11 @@ import pytest
 from pipeline.events import validate_event
 from producers.base import StreamGenerator
 from producers.financial import FinancialGenerator
+from producers.generic import GenericGenerator
 from producers.network import NetworkGenerator
 from producers.sensor import SensorGenerator
 
-GENERATORS = [NetworkGenerator, FinancialGenerator, SensorGenerator]
+GENERATORS = [NetworkGenerator, FinancialGenerator, SensorGenerator, GenericGenerator]
 
 
 def by_key(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -42,7 +44,7 @@ def test_events_keep_the_contract_and_time_order(cls: type[StreamGenerator]) -> 
         validate_event(event, features=cls.features)
     for stream in by_key(events).values():
         stamps = [e["ts"] for e in stream]
-        assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False)), "per-stream ts strictly increase"
+        assert all(a < b for a, b in itertools.pairwise(stamps)), "per-stream ts strictly increase"
     assert len(by_key(events)) == 50
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -72,9 +73,19 @@ def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: 
 def test_state_carries_across_calls(detector: Detector) -> None:
     evs = streams_of(list(SensorGenerator(keys=1, seed=2).events(200)))
     (only,) = evs.values()
-    whole = [r.score for r in detector.score_sequence([(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only])[0]]
-    first, state = detector.score_sequence([(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only[:77]])
-    rest, _ = detector.score_sequence([(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only[77:]], state)
+    whole = [
+        r.score
+        for r in detector.score_sequence(
+            [(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only]
+        )[0]
+    ]
+    first, state = detector.score_sequence(
+        [(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only[:77]]
+    )
+    rest, _ = detector.score_sequence(
+        [(t, {"bytes": v["temperature"], "packets": 1, "duration_ms": 1, "dst_ports": 1}) for t, v in only[77:]],
+        state,
+    )
     np.testing.assert_allclose([r.score for r in first + rest], whole, rtol=1e-4, atol=1e-4)
 
 
@@ -89,7 +100,9 @@ def test_anomalies_score_higher_and_are_explained(detector: Detector) -> None:
     anomalous = np.median([r.score for label, r in scored if label == 1])
     assert anomalous > normal + 5
     explained = [r for _, r in scored if r.anomalous]
-    assert explained and all(r.explanation and {"feature", "actual", "expected", "z"} <= set(r.explanation[0]) for r in explained)
+    assert explained and all(
+        r.explanation and {"feature", "actual", "expected", "z"} <= set(r.explanation[0]) for r in explained
+    )
 
 
 def test_artifact_round_trip(detector: Detector, tmp_path: Path) -> None:
@@ -132,7 +145,7 @@ def test_calibration_probability_and_threshold() -> None:
     assert cal.probability(cal.threshold) == pytest.approx(1e-3, rel=0.05)
     grid = np.linspace(-4, 12, 200)
     probs = [cal.probability(float(s)) for s in grid]
-    assert all(a >= b for a, b in zip(probs, probs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(probs))
     assert cal.severity(1e-9) == "critical" and cal.severity(5e-4) == "low"
 
 
@@ -191,8 +204,10 @@ def test_models_never_import_services() -> None:
     for path in MODELS_DIR.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             )
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from models.nab import CostMatrix, best_threshold, corpus_scores, load_profiles, load_windows, parse_nab_time, sweep_file
+from models.nab import (
+    CostMatrix,
+    best_threshold,
+    corpus_scores,
+    load_profiles,
+    load_windows,
+    parse_nab_time,
+    sweep_file,
+)
 
 
 def test_reproduces_artime_published_scores(nab_dir: Path) -> None:
@@ -20,7 +28,8 @@ def test_reproduces_artime_published_scores(nab_dir: Path) -> None:
         with path.open() as fh:
             rows = list(csv.DictReader(fh))
         files[f"{path.parent.name}/{path.name.removeprefix('ARTime_')}"] = (
-            [parse_nab_time(r["timestamp"]) for r in rows], [float(r["anomaly_score"]) for r in rows]
+            [parse_nab_time(r["timestamp"]) for r in rows],
+            [float(r["anomaly_score"]) for r in rows],
         )
     assert len(files) == 58
     published = json.loads((nab_dir / "results" / "final_results.json").read_text())["ARTime"]

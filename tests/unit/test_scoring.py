@@ -39,11 +39,16 @@ def assert_same_states(got: dict[str, bytes], want: dict[str, bytes], hidden: in
     for key in want:
         a, b = unpack_state(got[key], hidden), unpack_state(want[key], hidden)
         assert a is not None and b is not None
-        assert (a.partition, a.offset, a.count, a.stream.last_ts) == (b.partition, b.offset, b.count, b.stream.last_ts)
+        assert (a.partition, a.offset, a.count, a.stream.last_ts) == (
+            b.partition,
+            b.offset,
+            b.count,
+            b.stream.last_ts,
+        )
         np.testing.assert_allclose(a.stream.h, b.stream.h, atol=1e-5)
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -91,16 +96,42 @@ def test_redelivery_is_fenced_and_alert_ids_repeat(detector: Detector) -> None:
 BAD = [
     (b"not json", "not valid JSON"),
     (b"[1,2,3]", "must be a JSON object"),
-    (b'{"ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}', "missing field 'key'"),
-    (b'{"key":"k","values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}', "missing field 'ts'"),
+    (
+        b'{"ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}',
+        "missing field 'key'",
+    ),
+    (
+        b'{"key":"k","values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}',
+        "missing field 'ts'",
+    ),
     (b'{"key":"k","ts":1}', "missing field 'values'"),
-    (b'{"key":"k","ts":1,"values":{"bytes":"x","packets":1,"duration_ms":1,"dst_ports":1}}', "not a number"),
+    (
+        b'{"key":"k","ts":1,"values":{"bytes":"x","packets":1,"duration_ms":1,"dst_ports":1}}',
+        "not a number",
+    ),
     (b'{"key":"k","ts":1,"values":{"bytes":NaN,"packets":1,"duration_ms":1,"dst_ports":1}}', "NaN"),
-    (b'{"key":"k","ts":1,"values":{"bytes":1e999,"packets":1,"duration_ms":1,"dst_ports":1}}', "out of range"),
-    (b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1,"colour":3}}', "unknown feature"),
-    (b'{"key":"k","ts":1,"values":{"amount":1,"merchant_novelty":0,"distance_km":1}}', "lacks feature"),  # wrong kind
-    (b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1},"pad":"' + b"x" * 70000 + b'"}', "bytes; at most"),
-    (b'{"key":"other","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}', "differs from the event key"),
+    (
+        b'{"key":"k","ts":1,"values":{"bytes":1e999,"packets":1,"duration_ms":1,"dst_ports":1}}',
+        "out of range",
+    ),
+    (
+        b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1,"colour":3}}',
+        "unknown feature",
+    ),
+    (
+        b'{"key":"k","ts":1,"values":{"amount":1,"merchant_novelty":0,"distance_km":1}}',
+        "lacks feature",
+    ),  # wrong kind
+    (
+        b'{"key":"k","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1},"pad":"'
+        + b"x" * 70000
+        + b'"}',
+        "bytes; at most",
+    ),
+    (
+        b'{"key":"other","ts":1,"values":{"bytes":1,"packets":1,"duration_ms":1,"dst_ports":1}}',
+        "differs from the event key",
+    ),
 ]
 
 
@@ -115,16 +146,28 @@ def test_every_bad_input_becomes_a_dead_letter(detector: Detector) -> None:
     for dead, (_, reason) in zip(outcome.dead, [*BAD, (None, "tombstone")], strict=True):
         assert reason in dead.reason
         headers = dict(dead.headers())
-        assert headers["source.topic"] == TOPIC.encode() and headers["source.offset"] == str(dead.record.offset).encode()
+        assert (
+            headers["source.topic"] == TOPIC.encode() and headers["source.offset"] == str(dead.record.offset).encode()
+        )
 
 
 def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> None:
     state = detector.new_state()
     state.h[:] = np.arange(detector.model.hidden, dtype=np.float32) / 7
-    state.last_ts, state.episode.count, state.episode.open, state.episode.score_mean = 1234, 56, True, 3.5
+    state.last_ts, state.episode.count, state.episode.open, state.episode.score_mean = (
+        1234,
+        56,
+        True,
+        3.5,
+    )
     raw = pack_state(StoredState(state, partition=2, offset=99))
     back = unpack_state(raw, detector.model.hidden)
-    assert back is not None and (back.partition, back.offset, back.stream.last_ts, back.count) == (2, 99, 1234, 56)
+    assert back is not None and (back.partition, back.offset, back.stream.last_ts, back.count) == (
+        2,
+        99,
+        1234,
+        56,
+    )
     assert back.stream.episode.open and back.stream.episode.score_mean == 3.5
     np.testing.assert_array_equal(back.stream.h, state.h)
     assert unpack_state(raw, detector.model.hidden + 1) is None  # another model size

@@ -1,0 +1,90 @@
+"""train / score / evaluate / evaluate nab through the CLI, as a user runs them (no services)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def gruwatch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout, env=os.environ
+    )
+
+
+def test_train_score_evaluate_round_trip(tmp_path: Path) -> None:
+    train, test, model = tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / "model"
+    assert (
+        gruwatch("produce", "network", "--keys", "20", "--count", "3000", "--seed", "1", "-o", str(train)).returncode
+        == 0
+    )
+    assert (
+        gruwatch(
+            "produce",
+            "network",
+            "--keys",
+            "10",
+            "--count",
+            "1500",
+            "--seed",
+            "2",
+            "--anomaly-rate",
+            "0.01",
+            "-o",
+            str(test),
+        ).returncode
+        == 0
+    )
+    trained = gruwatch(
+        "train", "--kind", "network", "--data", str(train), "--out", str(model), "--epochs", "2", "--hidden", "16"
+    )
+    assert trained.returncode == 0, trained.stderr
+    card = orjson.loads((model / "card.json").read_text())
+    assert card["kind"] == "network" and card["hidden"] == 16 and card["training"]["digest"].startswith("sha256:")
+    assert len(card["training"]["history"]) == card["training"]["epochs"] <= 2
+
+    scored = tmp_path / "scored.jsonl"
+    result = gruwatch("score", "--model", str(model), "--data", str(test), "-o", str(scored))
+    assert result.returncode == 0, result.stderr
+    rows = [orjson.loads(line) for line in scored.read_bytes().splitlines()]
+    inputs = [orjson.loads(line) for line in test.read_bytes().splitlines()]
+    assert [(r["key"], r["ts"], r["label"]) for r in rows] == [(e["key"], e["ts"], e["label"]) for e in inputs]
+    assert all({"score", "probability", "anomaly"} <= set(r) for r in rows)
+    assert all("explanation" in r for r in rows if r["anomaly"])
+
+    plot = tmp_path / "timeline.png"
+    evaluated = gruwatch("evaluate", "--kind", "network", "--data", str(test), "--json", "--plot", str(plot))
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = orjson.loads(evaluated.stdout)
+    assert {"precision", "recall", "f1", "pr_auc", "incident_recall", "delay_events_median"} <= set(metrics)
+    assert 0 <= metrics["pr_auc"] <= 1 and metrics["model"] == "gru-network@1"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_model_directories_are_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"key":"a","ts":1,"values":{"value":1},"label":0}\n')
+    missing = gruwatch("score", "--model", str(tmp_path / "nope"), "--data", str(data))
+    assert (
+        missing.returncode == 1
+        and missing.stderr.strip() == f"gruwatch: model directory {tmp_path / 'nope'} does not exist"
+    )
+    wrong = gruwatch(
+        "evaluate", "--model", str(Path("models/shipped/sensor").resolve()), "--kind", "network", "--data", str(data)
+    )
+    assert wrong.returncode == 1 and "is a sensor model, not network" in wrong.stderr
+    assert wrong.stderr.count("\n") == 1
+
+
+def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path) -> None:
+    result = gruwatch("evaluate", "nab", "--data", str(nab_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    assert report["files"] == 58 and report["records"] == 365558
+    for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
+        assert -100 <= report[profile] <= 100
+        assert report["details"][profile]["perfect"] == 116

@@ -61,7 +61,7 @@ SHIPPED_KINDS := network financial sensor generic
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \
-	  $(BIN)/gruwatch produce $$kind --keys 200 --count 60000 --seed 100 --anomaly-rate 0.002 \
+	  $(BIN)/gruwatch produce $$kind --keys 300 --count 120000 --seed 100 --anomaly-rate 0.002 \
 	      -o .gruwatch/training/$$kind.jsonl --no-progress && \
 	  $(BIN)/gruwatch train --kind $$kind --data .gruwatch/training/$$kind.jsonl --out models/shipped/$$kind \
 	      --epochs 20 --seed 0 --name gru-$$kind --version 1 || exit 1; \

@@ -30,6 +30,7 @@ class StreamState:
     h: np.ndarray  # float32 (hidden,)
     last_ts: int = -1  # epoch ms of the last applied event; -1 before the first
     episode: EpisodeState = field(default_factory=EpisodeState)
+    norm: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per-stream statistics (stream_norm)
 
 
 @dataclass
@@ -65,14 +66,11 @@ class Detector:
         return f"{self.name}@{self.version}"
 
     def new_state(self) -> StreamState:
-        return StreamState(h=np.zeros(self.model.hidden, dtype=np.float32))
+        return StreamState(h=np.zeros(self.model.hidden, dtype=np.float32), norm=self.spec.new_norm())
 
-    def _prepare(
-        self, ts: np.ndarray, values: Sequence[Mapping[str, float]], last_ts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _targets(self, ts: np.ndarray, values: Sequence[Mapping[str, float]], last_ts: np.ndarray) -> np.ndarray:
         gaps = np.where(last_ts >= 0, (ts - last_ts) / 1000.0, 0.0)
-        y = self.spec.normalise(self.spec.targets(values, gaps))
-        return y, self.spec.inputs(y, ts)
+        return self.spec.targets(values, gaps)
 
     def step(
         self, states: Sequence[StreamState], events: Sequence[tuple[int, Mapping[str, float]]]
@@ -84,21 +82,20 @@ class Detector:
             return [], []
         ts = np.array([t for t, _ in events], dtype=np.int64)
         last = np.array([s.last_ts for s in states], dtype=np.int64)
-        y, x = self._prepare(ts, [v for _, v in events], last)
+        targets = self._targets(ts, [v for _, v in events], last)
+        norms = np.stack([s.norm for s in states]) if self.spec.stream_norm else np.zeros((len(states), 0))
+        y, center, scale, new_norms = self.spec.normalise_batch(targets, norms)
+        x = self.spec.inputs(y, ts)
         h = torch.from_numpy(np.stack([s.h for s in states]))
         with torch.inference_mode():
-            terms, mean, logvar, h_new = self.model.step(h, torch.from_numpy(x).float(), torch.from_numpy(y).float())
+            terms, mean, z, h_new = self.model.step(h, torch.from_numpy(x).float(), torch.from_numpy(y).float())
         results = self._decide(
-            terms.numpy(),
-            mean.numpy(),
-            logvar.numpy(),
-            y,
-            [s.episode for s in states],
-            [v for _, v in events],
+            terms.numpy(), mean.numpy(), z.numpy(), y, center, scale, [s.episode for s in states], [v for _, v in events]
         )
         h_out = h_new.numpy()
         new_states = [
-            StreamState(h=h_out[i].copy(), last_ts=int(ts[i]), episode=states[i].episode) for i in range(len(states))
+            StreamState(h=h_out[i].copy(), last_ts=int(ts[i]), episode=states[i].episode, norm=new_norms[i])
+            for i in range(len(states))
         ]
         return results, new_states
 
@@ -111,30 +108,30 @@ class Detector:
             return [], state
         ts = np.array([t for t, _ in events], dtype=np.int64)
         last = np.concatenate([[state.last_ts], ts[:-1]])
-        y, x = self._prepare(ts, [v for _, v in events], last)
+        targets = self._targets(ts, [v for _, v in events], last)
+        y, center, scale, norm = self.spec.normalise_sequence(targets, state.norm)
+        x = self.spec.inputs(y, ts)
         with torch.inference_mode():
-            terms, mean, logvar, h_last = self.model.sequence(
+            terms, mean, z, h_last = self.model.sequence(
                 torch.from_numpy(x).float().unsqueeze(0),
                 torch.from_numpy(y).float().unsqueeze(0),
                 torch.from_numpy(state.h).unsqueeze(0),
             )
         episode = state.episode
         results = self._decide(
-            terms[0].numpy(),
-            mean[0].numpy(),
-            logvar[0].numpy(),
-            y,
-            [episode] * len(events),
+            terms[0].numpy(), mean[0].numpy(), z[0].numpy(), y, center, scale, [episode] * len(events),
             [v for _, v in events],
         )
-        return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode)
+        return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode, norm=norm)
 
     def _decide(
         self,
         terms: np.ndarray,
         mean: np.ndarray,
-        logvar: np.ndarray,
+        z: np.ndarray,
         y: np.ndarray,
+        center: np.ndarray,
+        scale: np.ndarray,
         episodes: Sequence[EpisodeState],
         values: Sequence[Mapping[str, float]],
     ) -> list[Scored]:
@@ -150,7 +147,7 @@ class Detector:
             decision = cal.advance(float(score), float(probability), episodes[i])
             explanation = None
             if decision.anomalous:
-                explanation = self.explain(terms[i], mean[i], logvar[i], y[i], values[i])
+                explanation = self.explain(terms[i], mean[i], z[i], y[i], values[i], center[i], scale[i])
             out.append(
                 Scored(
                     float(score),
@@ -168,14 +165,16 @@ class Detector:
         self,
         terms: np.ndarray,
         mean: np.ndarray,
-        logvar: np.ndarray,
+        z: np.ndarray,
         y: np.ndarray,
         values: Mapping[str, float],
+        center: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
-        """The targets that cost the most likelihood: actual and expected (raw units) and z."""
-        z = (y - mean) / np.exp(0.5 * logvar)
-        expected = self.spec.denormalise(mean.astype(np.float64))
-        actual = self.spec.denormalise(y)
+        """The targets that cost the most likelihood: actual and expected (raw units) and z (the
+        residual whitened by the predicted covariance: given the features before it)."""
+        expected = self.spec.denormalise(mean.astype(np.float64), center, scale)
+        actual = self.spec.denormalise(y, center, scale)
         order = np.argsort(-terms)[:TOP_FEATURES]
         names = self.spec.target_names
         return [

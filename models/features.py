@@ -23,6 +23,11 @@ __all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
 
 Transform = Literal["identity", "log1p", "signed_log"]
 _DAY_MS = 86_400_000
+# Per-stream statistics: the slowest weight of a new event (a memory of ~200 events), a variance
+# floor relative to the level (a flat line is not infinitely precise), and a clip on z.
+_NORM_ALPHA = 0.005
+_VAR_FLOOR = 1e-6
+_Z_CLIP = 50.0
 
 
 def _forward(kind: str, x: np.ndarray) -> np.ndarray:
@@ -49,6 +54,9 @@ class FeatureSpec:
     names: tuple[str, ...]
     transforms: tuple[Transform, ...]
     calendar: bool = False
+    # Per-stream running statistics instead of one normalisation for all streams: for kinds whose
+    # streams live on unrelated scales (NAB's: CPU %, request counts, temperatures).
+    stream_norm: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -97,16 +105,71 @@ class FeatureSpec:
         return np.concatenate([self.transform_values(values), self.gap_column(gaps_s)[:, None]], axis=1)
 
     def fit(self, targets: np.ndarray) -> None:
+        if self.stream_norm:  # each stream normalises itself; nothing global to fit
+            self.mean, self.std = [0.0] * self.n_targets, [1.0] * self.n_targets
+            return
         self.mean = [float(v) for v in targets.mean(axis=0)]
         # A constant column gets unit scale rather than a division by zero.
         self.std = [float(s) if s > 1e-6 else 1.0 for s in targets.std(axis=0)]
 
+    @property
+    def norm_size(self) -> int:
+        """Floats of per-stream statistics a stream state carries (0 without stream_norm)."""
+        return 1 + 2 * self.n_targets if self.stream_norm else 0
+
+    def new_norm(self) -> np.ndarray:
+        return np.zeros(self.norm_size, dtype=np.float64)
+
+    def normalise_batch(
+        self, targets: np.ndarray, norms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One event for each of several streams: targets (B, T), norms (B, norm_size).
+
+        Returns the normalised targets, the centre and scale used (for turning predictions back
+        into raw units) and the streams' updated statistics.
+        """
+        if not self.stream_norm:
+            center = np.broadcast_to(np.asarray(self.mean), targets.shape)
+            scale = np.broadcast_to(np.asarray(self.std), targets.shape)
+            return (targets - center) / scale, center, scale, norms
+        t = self.n_targets
+        count, mean, var = norms[:, :1], norms[:, 1 : 1 + t], norms[:, 1 + t :]
+        seen = count > 0
+        center = np.where(seen, mean, targets)
+        scale = np.sqrt(np.maximum(var, _VAR_FLOOR) + _VAR_FLOOR * center**2)
+        y = np.clip((targets - center) / scale, -_Z_CLIP, _Z_CLIP)
+        # Exponentially weighted mean and variance; an exact running mean while young.
+        alpha = np.maximum(1.0 / (count + 1.0), _NORM_ALPHA)
+        delta = targets - mean
+        new_mean = np.where(seen, mean + alpha * delta, targets)
+        new_var = np.where(seen, (1 - alpha) * (var + alpha * delta**2), 0.0)
+        return y, center, scale, np.concatenate([count + 1.0, new_mean, new_var], axis=1)
+
+    def normalise_sequence(
+        self, targets: np.ndarray, norm: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One stream's events in order (L, T): what ``normalise_batch`` gives event by event."""
+        if not self.stream_norm:
+            y, center, scale, _ = self.normalise_batch(targets, norm[None, :])
+            return y, center, scale, norm
+        ys, centers, scales = [], [], []
+        state = norm[None, :]
+        for row in targets:
+            y, center, scale, state = self.normalise_batch(row[None, :], state)
+            ys.append(y[0])
+            centers.append(center[0])
+            scales.append(scale[0])
+        return np.array(ys), np.array(centers), np.array(scales), state[0]
+
     def normalise(self, targets: np.ndarray) -> np.ndarray:
+        """Global normalisation (a spec without stream_norm)."""
         return (targets - np.asarray(self.mean)) / np.asarray(self.std)
 
-    def denormalise(self, normalised: np.ndarray) -> np.ndarray:
+    def denormalise(self, normalised: np.ndarray, center: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
         """Normalised predictions → raw units (inverse transform per column)."""
-        transformed = normalised * np.asarray(self.std) + np.asarray(self.mean)
+        center = np.asarray(self.mean) if center is None else center
+        scale = np.asarray(self.std) if scale is None else scale
+        transformed = normalised * scale + center
         out = np.empty_like(transformed)
         for j, kind in enumerate(self.transforms):
             out[..., j] = _inverse(kind, transformed[..., j])

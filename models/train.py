@@ -55,7 +55,7 @@ def _targets(spec: FeatureSpec, events: StreamData) -> np.ndarray:
 
 def _arrays(spec: FeatureSpec, events: StreamData) -> _Arrays:
     ts = np.array([e[0] for e in events], dtype=np.int64)
-    y = spec.normalise(_targets(spec, events))
+    y, _, _, _ = spec.normalise_sequence(_targets(spec, events), spec.new_norm())
     mask = np.array([0.0 if e[2] == 1 else 1.0 for e in events])
     return _Arrays(spec.inputs(y, ts).astype(np.float32), y.astype(np.float32), mask.astype(np.float32))
 

@@ -66,8 +66,9 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
     incomplete = sum(1 for e in data.events if len(e.values) != len(names))
     if incomplete:
         raise InputFileError(f"generic training data must name the same values in every event ({incomplete} differ)")
-    transforms = cast("tuple[Transform, ...]", ("signed_log",) * len(names))
-    return FeatureSpec("generic", tuple(names), transforms, calendar=False)
+    # Each stream on its own scale: standardised by its own running statistics, not transformed.
+    transforms = cast("tuple[Transform, ...]", ("identity",) * len(names))
+    return FeatureSpec("generic", tuple(names), transforms, calendar=False, stream_norm=True)
 
 
 def load_model(model_dir: Path | None, kind: str | None) -> Detector:

@@ -127,7 +127,7 @@ class BatchScorer:
         for redis_key, raw in zip(keys, raw_states, strict=True):
             group = pending[redis_key]
             detector = self.detectors[group.kind]
-            stored = unpack_state(raw, detector.model.hidden) if raw is not None else None
+            stored = unpack_state(raw, detector.model.hidden, detector.spec.norm_size) if raw is not None else None
             if raw is not None and stored is None:
                 outcome.ignored_states += 1
                 logger.warning(

@@ -36,9 +36,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"GW"
-LAYOUT_VERSION = 1
-# magic, layout, hidden size, partition, offset, last ts, count, open, quiet, score mean, peak
-_HEADER = struct.Struct("<2sBHiqqqBHdd")
+LAYOUT_VERSION = 2
+# magic, layout, hidden size, per-stream statistics size, partition, offset, last ts, count, open,
+# quiet, score mean, peak; then the hidden state (float32) and the statistics (float64)
+_HEADER = struct.Struct("<2sBHHiqqqBHdd")
 
 
 @dataclass
@@ -57,10 +58,12 @@ class StoredState:
 def pack_state(state: StoredState) -> bytes:
     episode = state.stream.episode
     h = np.ascontiguousarray(state.stream.h, dtype="<f4")
+    norm = np.ascontiguousarray(state.stream.norm, dtype="<f8")
     header = _HEADER.pack(
         _MAGIC,
         LAYOUT_VERSION,
         h.shape[0],
+        norm.shape[0],
         state.partition,
         state.offset,
         state.stream.last_ts,
@@ -70,19 +73,20 @@ def pack_state(state: StoredState) -> bytes:
         episode.score_mean,
         episode.peak,
     )
-    return header + h.tobytes()
+    return header + h.tobytes() + norm.tobytes()
 
 
-def unpack_state(raw: bytes, hidden: int) -> StoredState | None:
+def unpack_state(raw: bytes, hidden: int, norm_size: int = 0) -> StoredState | None:
     """The state in ``raw``, or None when it was written by another layout or model size."""
-    if len(raw) < _HEADER.size or raw[:2] != _MAGIC:
+    if len(raw) < _HEADER.size or raw[:2] != _MAGIC or raw[2] != LAYOUT_VERSION:
         return None
-    _magic, layout, size, partition, offset, last_ts, count, is_open, quiet, score_mean, peak = _HEADER.unpack_from(raw)
-    if layout != LAYOUT_VERSION or size != hidden or len(raw) != _HEADER.size + 4 * hidden:
+    _, _, size, n_norm, partition, offset, last_ts, count, is_open, quiet, score_mean, peak = _HEADER.unpack_from(raw)
+    if size != hidden or n_norm != norm_size or len(raw) != _HEADER.size + 4 * hidden + 8 * n_norm:
         return None
-    h = np.frombuffer(raw, dtype="<f4", offset=_HEADER.size).astype(np.float32)
+    h = np.frombuffer(raw, dtype="<f4", count=hidden, offset=_HEADER.size).astype(np.float32)
+    norm = np.frombuffer(raw, dtype="<f8", count=n_norm, offset=_HEADER.size + 4 * hidden).astype(np.float64)
     episode = EpisodeState(count=count, score_mean=score_mean, open=bool(is_open), quiet=quiet, peak=peak)
-    return StoredState(StreamState(h=h, last_ts=last_ts, episode=episode), partition, offset)
+    return StoredState(StreamState(h=h, last_ts=last_ts, episode=episode, norm=norm), partition, offset)
 
 
 def state_key(namespace: str, model: str, kind: str, stream_key: str) -> str:

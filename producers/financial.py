@@ -1,7 +1,7 @@
 """Card transactions per account: amount, merchant-category novelty and distance from home.
 
 Normal: a few transactions a day, mostly in waking hours, log-normal amounts around the
-account's own median, mostly familiar merchant categories near home. The time since the
+account's own median, mostly familiar merchant categories (a novelty score near 0) near home. The time since the
 previous transaction is carried by ``ts`` (the model derives it). Anomalies: card-testing
 bursts (tiny amounts seconds apart), unusually large amounts, and impossible travel (a
 purchase thousands of km away minutes before a local one).
@@ -38,7 +38,8 @@ class FinancialGenerator(StreamGenerator):
         while True:
             values = {
                 "amount": round(float(normal.lognormal(log_median, 0.8)), 2),
-                "merchant_novelty": 1.0 if normal.random() < 0.05 else 0.0,
+                # How unfamiliar the merchant category is for this account, 0..1: mostly low.
+                "merchant_novelty": round(float(normal.beta(1.2, 9.0)), 4),
                 "distance_km": round(
                     float(normal.uniform(50, 400)) if normal.random() < 0.03 else float(normal.exponential(4)),
                     2,
@@ -51,7 +52,8 @@ class FinancialGenerator(StreamGenerator):
                 incident += 1
                 if kind == "large_amount":
                     values["amount"] = round(values["amount"] * float(anomalies.uniform(15, 60)), 2)
-                    values["merchant_novelty"] = 1.0 if anomalies.random() < 0.5 else values["merchant_novelty"]
+                    if anomalies.random() < 0.5:
+                        values["merchant_novelty"] = round(float(anomalies.uniform(0.85, 1.0)), 4)
                     anomaly = kind
                 else:
                     yield from self._inject(kind, incident, prev_ts, ts, log_median, anomalies)
@@ -75,7 +77,7 @@ class FinancialGenerator(StreamGenerator):
                     t,
                     {
                         "amount": round(float(rng.uniform(0.5, 3.0)), 2),
-                        "merchant_novelty": 1.0,
+                        "merchant_novelty": round(float(rng.uniform(0.85, 1.0)), 4),
                         "distance_km": round(float(rng.uniform(0, 30)), 2),
                     },
                     kind,
@@ -87,7 +89,7 @@ class FinancialGenerator(StreamGenerator):
                     t,
                     {
                         "amount": round(float(rng.lognormal(log_median, 0.8)), 2),
-                        "merchant_novelty": 1.0,
+                        "merchant_novelty": round(float(rng.uniform(0.85, 1.0)), 4),
                         "distance_km": round(float(rng.uniform(2000, 9000)), 2),
                     },
                     kind,

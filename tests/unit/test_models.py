@@ -16,7 +16,7 @@ from models.artifacts import ModelError, load_detector, save_detector, shipped_m
 from models.calibration import Calibration, EpisodeState
 from models.detector import Detector
 from models.evaluate import ScoredEvent, average_precision, evaluate
-from models.features import DEFAULT_SPECS
+from models.features import DEFAULT_SPECS, FeatureSpec
 from models.train import TrainConfig, train_detector
 from producers.network import NetworkGenerator
 from producers.sensor import SensorGenerator
@@ -211,3 +211,26 @@ def test_models_never_import_services() -> None:
             )
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+def test_stream_normalisation_step_equals_sequence_and_is_scale_free() -> None:
+    from producers.generic import GenericGenerator
+
+    data: dict[str, list] = defaultdict(list)
+    for e in GenericGenerator(keys=8, seed=5).events(2000):
+        data[e["key"]].append((e["ts"], e["values"], e["label"]))
+    spec = FeatureSpec("generic", ("value",), ("identity",), stream_norm=True)
+    detector, _ = train_detector(spec, data, TrainConfig(hidden=8, epochs=1, seed=1))
+    assert detector.new_state().norm.shape == (spec.norm_size,) == (5,)
+    events = [(ts, v) for ts, v, _ in data[sorted(data)[0]]]
+    offline, final = detector.score_sequence(events)
+    state = detector.new_state()
+    online = []
+    for event in events:
+        (result,), (state,) = detector.step([state], [event])
+        online.append(result.score)
+    np.testing.assert_allclose(online, [r.score for r in offline], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(state.norm, final.norm)
+    # The same series a thousand times larger scores the same: each stream is its own scale.
+    scaled, _ = detector.score_sequence([(ts, {"value": v["value"] * 1000}) for ts, v in events])
+    np.testing.assert_allclose([r.score for r in scaled], [r.score for r in offline], rtol=1e-3, atol=1e-3)

@@ -151,6 +151,16 @@ def test_every_bad_input_becomes_a_dead_letter(detector: Detector) -> None:
         )
 
 
+def test_state_packing_with_stream_statistics() -> None:
+    from models.detector import StreamState
+
+    state = StreamState(h=np.ones(4, dtype=np.float32), last_ts=7, norm=np.array([3.0, 1.5, -2.0, 0.25, 4.0]))
+    back = unpack_state(pack_state(StoredState(state, 0, 1)), 4, norm_size=5)
+    assert back is not None
+    np.testing.assert_array_equal(back.stream.norm, state.norm)
+    assert unpack_state(pack_state(StoredState(state, 0, 1)), 4, norm_size=3) is None
+
+
 def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> None:
     state = detector.new_state()
     state.h[:] = np.arange(detector.model.hidden, dtype=np.float32) / 7

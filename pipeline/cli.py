@@ -68,12 +68,9 @@ def up(kafka: bool, with_redis: bool, topics: bool) -> None:
         with console.status("starting Kafka…"):
             result = broker.start()
         console.print(f"kafka  {result:8} {broker.address} ({time.monotonic() - started:.1f} s)")
-        if topics:
-            created = kafka_io.ensure_topics(
-                settings, [*settings.topics, settings.alerts_topic, settings.deadletter_topic]
-            )
-            if created:
-                console.print(f"topics created: {', '.join(created)}")
+    if topics:  # also against a Kafka gruwatch did not start (`up --no-kafka --no-redis`)
+        created = kafka_io.ensure_topics(settings, [*settings.topics, settings.alerts_topic, settings.deadletter_topic])
+        console.print(f"topics created: {', '.join(created)}" if created else "topics present")
 
 
 @cli.command()

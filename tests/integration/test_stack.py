@@ -35,6 +35,28 @@ def test_up_twice_on_the_running_stack_is_harmless(kafka_up: Settings, redis_cli
     assert all(t["exists"] for t in after["kafka"]["details"]["topics"].values())
 
 
+def test_up_without_services_creates_missing_topics(kafka_up: Settings, tmp_path: Path) -> None:
+    """Against an existing Kafka: `up --no-kafka --no-redis` only creates gruwatch's topics."""
+    import uuid
+
+    from pipeline import kafka
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    env = {
+        "GRUWATCH_TOPICS": orjson.dumps({f"{prefix}.flows": "network"}).decode(),
+        "GRUWATCH_ALERTS_TOPIC": f"{prefix}.alerts",
+        "GRUWATCH_DEADLETTER_TOPIC": f"{prefix}.dlq",
+        "GRUWATCH_TOPIC_PARTITIONS": "3",
+    }
+    result = gruwatch("up", "--no-kafka", "--no-redis", env=env)
+    assert result.returncode == 0, result.stderr
+    names = [f"{prefix}.flows", f"{prefix}.alerts", f"{prefix}.dlq"]
+    assert kafka.topic_partitions(kafka_up, names) == dict.fromkeys(names, 3)
+    assert "topics present" in gruwatch("up", "--no-kafka", "--no-redis", env=env).stderr
+    with kafka.admin(kafka_up, timeout_ms=15000) as client:
+        client.delete_topics(names)
+
+
 def test_fresh_stack_lifecycle_on_other_ports(tmp_path: Path) -> None:
     """A second, throw-away stack: formatted fresh, started, found running, stopped, reported down."""
     env = {

@@ -1,0 +1,43 @@
+"""`gruwatch bench --quick --json` runs every part against the real services and reports every figure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+
+from pipeline.settings import Settings
+
+
+def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "bench", "--quick", "--events", "6000", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = orjson.loads(result.stdout)
+    for key in (
+        "worker_eps",
+        "floor_eps",
+        "naive_eps",
+        "ratio_floor",
+        "ratio_naive",
+        "redis_bytes_per_stream",
+        "replay_eps",
+        "replay_floor_eps",
+        "step_us_batch_1",
+        "step_us_batch_1024",
+        "worker_rss_mb",
+    ):
+        assert isinstance(figures[key], int | float) and figures[key] > 0, key
+    assert set(figures["latency_ms"]) >= {"p50", "p95", "p99"}
+    assert figures["latency_ms"]["p50"] <= figures["latency_ms"]["p95"] <= figures["latency_ms"]["p99"]
+    # The ratios are the figures divided by their baselines from the same run.
+    assert abs(figures["ratio_floor"] - figures["worker_eps"] / figures["floor_eps"]) < 1e-3
+    assert abs(figures["ratio_naive"] - figures["worker_eps"] / figures["naive_eps"]) < 0.01
+    assert figures["worker_events"] == 6000 and figures["latency_events"] == 6000

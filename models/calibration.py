@@ -4,7 +4,10 @@ The tail probability of a score is P(S ≥ s) for normal events, read from quant
 validation scores, with an exponential tail past the highest quantile. A stream's own running
 mean score (updated only by normal events) shifts its scores, so a stream that is always a
 little harder to predict does not alert forever. An event is anomalous when its probability is
-below the target false-alarm rate and the stream is past its warm-up. Episodes turn runs of
+below the target false-alarm rate, or when the stream's recent scores (an exponentially weighted
+mean over ~5 events, each clipped at the threshold) sit above its long-run mean by more than
+normal streams ever do at that rate: slow faults (a drift, a stuck channel) make every event a
+little surprising and no single one alarming. Both wait for the stream's warm-up. Episodes turn runs of
 anomalous events into one alert: open → (update) → resolve after ``cooldown`` quiet events.
 
 >>> cal = Calibration.fit([float(i) for i in range(1000)], far=0.01)
@@ -27,6 +30,11 @@ Severity = Literal["low", "medium", "high", "critical"]
 _LEVELS = np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2.5, -4, 4), [1.0]])
 # The per-stream mean score adapts this fast (an exponentially weighted mean over ~200 events).
 _STREAM_ALPHA = 0.005
+# The recent mean score weighs the last ~5 events.
+_RECENT_ALPHA = 0.2
+# The sustained-lift rule gets this share of the false-alarm budget: lifts persist for several
+# events, so each excursion flags more than one.
+_SUSTAIN_SHARE = 0.05
 
 
 @dataclass
@@ -46,17 +54,26 @@ class Calibration:
     tail_scale: float
     warmup: int = 10
     cooldown: int = 20
+    sustain_h: float = math.inf  # lift of recent over long-run scores that is anomalous (inf: off)
 
     def __post_init__(self) -> None:
         # Arrays once: np.interp on lists converts them on every call (the hot path's cost).
         self._levels = np.asarray(self.levels, dtype=np.float64)
         self._scores = np.asarray(self.scores, dtype=np.float64)
         self._median = float(np.interp(0.5, self._levels, self._scores))
+        self._threshold = self.score_at(self.far)
 
     @classmethod
     def fit(
-        cls, normal_scores: Sequence[float], far: float = 1e-3, warmup: int = 10, cooldown: int = 20
+        cls,
+        normal_scores: Sequence[float],
+        far: float = 1e-3,
+        warmup: int = 10,
+        cooldown: int = 20,
+        streams: Sequence[Sequence[float]] = (),
     ) -> Calibration:
+        """Quantiles of normal scores; with ``streams`` (each normal stream's scores in order, from
+        its first event) also the sustained-lift threshold normal streams pass at rate ``far``."""
         data = np.asarray(normal_scores, dtype=np.float64)
         if data.size < 10:
             raise ValueError("calibration needs at least 10 normal scores")
@@ -64,7 +81,18 @@ class Calibration:
         top = data[data >= np.quantile(data, 0.99)]
         # Exponential tail: the mean excess over the 99th percentile.
         scale = float(max(np.mean(top - quantiles[99]), 1e-3))
-        return cls([float(v) for v in _LEVELS], [float(q) for q in quantiles], far, scale, warmup, cooldown)
+        cal = cls([float(v) for v in _LEVELS], [float(q) for q in quantiles], far, scale, warmup, cooldown)
+        lifts: list[float] = []
+        for stream in streams:
+            state = EpisodeState()
+            for score in stream:
+                cal._track(float(score), state, anomalous=False)
+                if state.count > warmup:
+                    lifts.append(state.recent - state.score_mean)
+        if len(lifts) >= 1000:
+            cal.sustain_h = float(np.quantile(lifts, 1 - far * _SUSTAIN_SHARE))
+            cal.__post_init__()
+        return cal
 
     @property
     def threshold(self) -> float:
@@ -112,15 +140,29 @@ class Calibration:
         """Calibrate one score of a stream and advance its episode (mutates ``state``)."""
         return self.advance(score, self.probability(score - self.shift(state)), state)
 
+    def _track(self, score: float, state: EpisodeState, anomalous: bool) -> None:
+        """Advance a stream's running means: long-run (normal events only) and recent (clipped)."""
+        state.count += 1
+        clipped = min(score, self._threshold)
+        if state.count == 1:
+            state.score_mean = state.recent = clipped
+            return
+        state.recent += _RECENT_ALPHA * (clipped - state.recent)
+        if not anomalous:
+            # An exact running mean while the stream is young, then exponentially weighted.
+            state.score_mean += max(1.0 / state.count, _STREAM_ALPHA) * (clipped - state.score_mean)
+
     def advance(self, score: float, probability: float, state: EpisodeState) -> Decision:
         """Advance a stream's episode with a calibrated score (mutates ``state``)."""
         warm = state.count >= self.warmup
+        if warm and math.isfinite(self.sustain_h):
+            recent = state.recent + _RECENT_ALPHA * (min(score, self._threshold) - state.recent)
+            lift = recent - state.score_mean
+            if lift > self.sustain_h:
+                # A sustained lift counts as one event that improbable.
+                probability = min(probability, self.far * math.exp(-(lift - self.sustain_h)))
         anomalous = warm and probability < self.far
-        state.count += 1
-        if not anomalous:
-            state.score_mean += _STREAM_ALPHA * (score - state.score_mean) if state.count > 1 else 0.0
-            if state.count == 1:
-                state.score_mean = score
+        self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
         if anomalous:
             state.quiet = 0
@@ -138,11 +180,17 @@ class Calibration:
         return Decision(probability, False, False, None, None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        if not math.isfinite(out["sustain_h"]):
+            out["sustain_h"] = None  # JSON has no infinity
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        return cls(**data)
+        fields = dict(data)
+        if fields.get("sustain_h") is None:
+            fields["sustain_h"] = math.inf
+        return cls(**fields)
 
 
 @dataclass
@@ -154,3 +202,4 @@ class EpisodeState:
     open: bool = False
     quiet: int = 0
     peak: float = 1.0
+    recent: float = 0.0

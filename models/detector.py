@@ -90,7 +90,14 @@ class Detector:
         with torch.inference_mode():
             terms, mean, z, h_new = self.model.step(h, torch.from_numpy(x).float(), torch.from_numpy(y).float())
         results = self._decide(
-            terms.numpy(), mean.numpy(), z.numpy(), y, center, scale, [s.episode for s in states], [v for _, v in events]
+            terms.numpy(),
+            mean.numpy(),
+            z.numpy(),
+            y,
+            center,
+            scale,
+            [s.episode for s in states],
+            [v for _, v in events],
         )
         h_out = h_new.numpy()
         new_states = [
@@ -119,7 +126,13 @@ class Detector:
             )
         episode = state.episode
         results = self._decide(
-            terms[0].numpy(), mean[0].numpy(), z[0].numpy(), y, center, scale, [episode] * len(events),
+            terms[0].numpy(),
+            mean[0].numpy(),
+            z[0].numpy(),
+            y,
+            center,
+            scale,
+            [episode] * len(events),
             [v for _, v in events],
         )
         return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode, norm=norm)

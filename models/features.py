@@ -165,7 +165,9 @@ class FeatureSpec:
         """Global normalisation (a spec without stream_norm)."""
         return (targets - np.asarray(self.mean)) / np.asarray(self.std)
 
-    def denormalise(self, normalised: np.ndarray, center: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
+    def denormalise(
+        self, normalised: np.ndarray, center: np.ndarray | None = None, scale: np.ndarray | None = None
+    ) -> np.ndarray:
         """Normalised predictions → raw units (inverse transform per column)."""
         center = np.asarray(self.mean) if center is None else center
         scale = np.asarray(self.std) if scale is None else scale

@@ -180,7 +180,11 @@ def _naive(
         event = decode_event(orjson.dumps(raw), features=detector.spec.names)
         key = state_key(namespace, detector.ident, kind, event.key)
         stored_raw = client.get(key)
-        stored = unpack_state(stored_raw, detector.model.hidden, detector.spec.norm_size) if isinstance(stored_raw, bytes) else None
+        stored = (
+            unpack_state(stored_raw, detector.model.hidden, detector.spec.norm_size)
+            if isinstance(stored_raw, bytes)
+            else None
+        )
         state = stored.stream if stored else detector.new_state()
         _, (new,) = detector.step([state], [(event.ts, event.values)])
         client.set(key, pack_state(StoredState(new, 0, offset)), ex=3600)

@@ -443,7 +443,7 @@ def _model_options(fn: Any) -> Any:
 @click.option(
     "--far",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=1e-3,
+    default=1e-4,
     show_default=True,
     help="Target false-alarm rate per event (sets the threshold).",
 )

@@ -36,10 +36,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"GW"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 # magic, layout, hidden size, per-stream statistics size, partition, offset, last ts, count, open,
-# quiet, score mean, peak; then the hidden state (float32) and the statistics (float64)
-_HEADER = struct.Struct("<2sBHHiqqqBHdd")
+# quiet, score mean, peak, recent score; then the hidden state (float32) and the statistics (float64)
+_HEADER = struct.Struct("<2sBHHiqqqBHddd")
 
 
 @dataclass
@@ -72,6 +72,7 @@ def pack_state(state: StoredState) -> bytes:
         min(episode.quiet, 65535),
         episode.score_mean,
         episode.peak,
+        episode.recent,
     )
     return header + h.tobytes() + norm.tobytes()
 
@@ -80,12 +81,16 @@ def unpack_state(raw: bytes, hidden: int, norm_size: int = 0) -> StoredState | N
     """The state in ``raw``, or None when it was written by another layout or model size."""
     if len(raw) < _HEADER.size or raw[:2] != _MAGIC or raw[2] != LAYOUT_VERSION:
         return None
-    _, _, size, n_norm, partition, offset, last_ts, count, is_open, quiet, score_mean, peak = _HEADER.unpack_from(raw)
+    (_, _, size, n_norm, partition, offset, last_ts, count, is_open, quiet, score_mean, peak, recent) = (
+        _HEADER.unpack_from(raw)
+    )
     if size != hidden or n_norm != norm_size or len(raw) != _HEADER.size + 4 * hidden + 8 * n_norm:
         return None
     h = np.frombuffer(raw, dtype="<f4", count=hidden, offset=_HEADER.size).astype(np.float32)
     norm = np.frombuffer(raw, dtype="<f8", count=n_norm, offset=_HEADER.size + 4 * hidden).astype(np.float64)
-    episode = EpisodeState(count=count, score_mean=score_mean, open=bool(is_open), quiet=quiet, peak=peak)
+    episode = EpisodeState(
+        count=count, score_mean=score_mean, open=bool(is_open), quiet=quiet, peak=peak, recent=recent
+    )
     return StoredState(StreamState(h=h, last_ts=last_ts, episode=episode, norm=norm), partition, offset)
 
 

@@ -234,3 +234,29 @@ def test_stream_normalisation_step_equals_sequence_and_is_scale_free() -> None:
     # The same series a thousand times larger scores the same: each stream is its own scale.
     scaled, _ = detector.score_sequence([(ts, {"value": v["value"] * 1000}) for ts, v in events])
     np.testing.assert_allclose([r.score for r in scaled], [r.score for r in offline], rtol=1e-3, atol=1e-3)
+
+
+def test_a_sustained_lift_is_anomalous_where_no_single_event_is() -> None:
+    rng = np.random.default_rng(3)
+    streams = [list(rng.normal(0, 1, 400)) for _ in range(20)]
+    cal = Calibration.fit([s for stream in streams for s in stream], far=1e-3, warmup=10, streams=streams)
+    assert np.isfinite(cal.sustain_h) and cal.sustain_h > 0
+    state = EpisodeState()
+    normal = [cal.decide(float(s), state) for s in rng.normal(0, 1, 200)]
+    assert not any(d.anomalous for d in normal[10:])
+    # Scores two sigma up for a while: each one is below the per-event threshold …
+    lifted = [2.0 + float(s) * 0.2 for s in rng.normal(0, 1, 30)]
+    assert max(lifted) < cal.threshold
+    decisions = [cal.decide(s, state) for s in lifted]
+    # … but together they open one episode.
+    assert any(d.anomalous for d in decisions)
+    assert sum(d.alert for d in decisions) == 1
+
+
+def test_calibration_round_trips_through_json_without_a_sustain_rule() -> None:
+    import json
+
+    cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-3)
+    assert not np.isfinite(cal.sustain_h)
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again == cal and again.threshold == cal.threshold

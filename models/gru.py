@@ -48,9 +48,8 @@ class GRUDetector(nn.Module):
         self.n_off = n_targets * (n_targets - 1) // 2
         self.head = nn.Linear(hidden, 2 * n_targets + self.n_off)
         torch.random.set_rng_state(generator_state)
-        rows, cols = torch.tril_indices(n_targets, n_targets, offset=-1)
-        self.register_buffer("_rows", rows, persistent=False)
-        self.register_buffer("_cols", cols, persistent=False)
+        # Where the off-diagonal outputs go in L (constants, not parameters or saved state).
+        self._rows, self._cols = torch.tril_indices(n_targets, n_targets, offset=-1)
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.hidden)

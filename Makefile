@@ -7,7 +7,7 @@ KAFKA_LIB := deploy/kafka/lib
 KAFKA_STAMP := $(KAFKA_LIB)/.resolved
 MVN_DEP := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
-.PHONY: setup up down status demo test test-unit bench check clean models
+.PHONY: setup up down status demo test test-unit test-cluster bench check clean models
 
 setup: $(STAMP) $(KAFKA_STAMP) redis-server  ## venv + package, Kafka jars, redis-server (quick when done)
 
@@ -44,6 +44,10 @@ test: up  ## the whole suite against the real services
 
 test-unit: setup  ## unit tests only; no services needed
 	$(BIN)/pytest tests/unit
+
+# Redis Cluster, a 3-broker Kafka cluster and scale-out (also part of `make test`; ~2.5 minutes).
+test-cluster: up
+	GRUWATCH_REQUIRE_SERVICES=1 $(BIN)/pytest tests/cluster
 
 bench: up
 	$(BIN)/gruwatch bench

@@ -16,10 +16,12 @@ from pipeline.settings import Settings
 
 __all__ = [
     "admin",
+    "aiokafka_security",
     "broker_info",
     "consumer",
     "ensure_topics",
     "producer",
+    "security_config",
     "topic_partitions",
 ]
 
@@ -27,6 +29,40 @@ logger = logging.getLogger(__name__)
 
 # A down broker must be reported in seconds, not after kafka-python's 60 s defaults.
 _PROBE_TIMEOUT_MS = 3000
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python's security options from the settings (empty for PLAINTEXT)."""
+    config: dict[str, Any] = {}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        config["security_protocol"] = settings.kafka_security_protocol
+    if settings.kafka_sasl_mechanism is not None:
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            config["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    for option, value in (
+        ("ssl_cafile", settings.kafka_ssl_cafile),
+        ("ssl_certfile", settings.kafka_ssl_certfile),
+        ("ssl_keyfile", settings.kafka_ssl_keyfile),
+    ):
+        if value is not None:
+            config[option] = str(value)
+    return config
+
+
+def aiokafka_security(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security options: the same settings, with TLS files turned into an SSL context."""
+    config = {k: v for k, v in security_config(settings).items() if not k.startswith("ssl_")}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        config["ssl_context"] = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    return config
 
 
 @contextmanager
@@ -39,6 +75,7 @@ def admin(settings: Settings, timeout_ms: int = _PROBE_TIMEOUT_MS) -> Iterator[K
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
             reconnect_backoff_max_ms=500,
+            **security_config(settings),
         )
     except (KafkaError, OSError) as exc:
         raise KafkaUnavailable(f"Kafka at {settings.kafka_bootstrap} is unreachable: {exc}") from exc
@@ -103,6 +140,7 @@ def producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "compression_type": None if settings.producer_compression == "none" else settings.producer_compression,
         "max_request_size": 4 * 1024 * 1024,
         "bootstrap_timeout_ms": 10000,
+        **security_config(settings),
     }
     config.update(overrides)
     try:
@@ -123,6 +161,7 @@ def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "max_poll_records": 5000,
         "bootstrap_timeout_ms": 10000,
+        **security_config(settings),
     }
     config.update(overrides)
     try:

@@ -34,7 +34,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRUWATCH_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Kafka security (passed to every Kafka client gruwatch makes).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    # redis://user:password@host:port/db for ACLs; rediss:// for TLS (with redis_ssl_ca_certs).
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_ssl_ca_certs: Path | None = None
+    # A Redis Cluster: GRUWATCH_REDIS_URL names any one node (database 0).
+    redis_cluster: bool = False
 
     topics: dict[str, Kind] = Field(
         default_factory=lambda: {  # type: ignore[arg-type]

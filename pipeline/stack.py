@@ -27,7 +27,7 @@ from pipeline import kafka
 from pipeline.errors import KafkaUnavailable, StackError
 from pipeline.settings import Settings
 
-__all__ = ["LocalKafka", "LocalRedis", "ServiceStatus", "stack_status"]
+__all__ = ["KafkaNode", "LocalKafka", "LocalRedis", "ServiceStatus", "stack_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,39 +125,48 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class LocalKafka:
-    """A single combined broker/controller, formatted once, run with the machine's java."""
+def _random_cluster_id() -> str:
+    # Kafka's own Uuid.randomUuid redraws ids that start with '-'; so do we.
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    return cluster_id
 
-    def __init__(self, settings: Settings) -> None:
+
+class KafkaNode:
+    """One combined broker/controller process of the local cluster."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        node_id: int,
+        address: str,
+        controller_port: int,
+        directory: Path,
+        voters: str,
+        overrides: dict[str, str],
+    ) -> None:
         self.settings = settings
-        servers = settings.kafka_servers
-        if len(servers) != 1:
-            raise StackError("the local stack runs one broker; GRUWATCH_KAFKA_BOOTSTRAP names several")
-        self.host, self.port = _host_port(servers[0])
-        self.controller_port = settings.kafka_controller_port or self.port + 1
+        self.node_id = node_id
+        self.host, self.port = _host_port(address)
+        self.controller_port = controller_port
+        self.voters = voters
+        self.overrides = overrides
         self.deploy_dir = settings.home / "deploy" / "kafka"
         self.lib_dir = self.deploy_dir / "lib"
-        self.dir = settings.state_dir / "kafka"
+        self.dir = directory
         self.log_dirs = self.dir / "data"
         self.config_file = self.dir / "server.properties"
         self.pid_file = self.dir / "kafka.pid"
         self.log_file = self.dir / "kafka.log"
+        # Readiness asks this node alone, not whichever broker of the cluster answers first.
+        self._own = settings.model_copy(update={"kafka_bootstrap": self.address})
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def is_local(self) -> bool:
-        return self.host in _LOCAL_HOSTS
-
-    def jar_version(self) -> str | None:
-        """The broker version resolved by deploy/kafka/pom.xml, read off the core jar's name."""
-        for jar in sorted(self.lib_dir.glob("*kafka_2.13-*.jar")):
-            return jar.stem.rsplit("-", 1)[1]
-        return None
-
-    def _java_opts(self) -> list[str]:
+    def java_opts(self) -> list[str]:
         return [
             "-Xms256m",
             f"-Xmx{self.settings.kafka_heap}",
@@ -169,10 +178,12 @@ class LocalKafka:
 
     def _render_config(self) -> None:
         overrides = {
+            "node.id": str(self.node_id),
             "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "controller.quorum.voters": self.voters,
             "log.dirs": str(self.log_dirs),
+            **self.overrides,
         }
         lines = []
         for line in (self.deploy_dir / "server.properties").read_text().splitlines():
@@ -183,15 +194,11 @@ class LocalKafka:
         lines.extend(f"{k}={v}" for k, v in overrides.items())
         self.config_file.write_text("\n".join(lines) + "\n")
 
-    def _format_storage(self) -> None:
-        # Kafka's own Uuid.randomUuid redraws ids that start with '-'; so do we.
-        cluster_id = "-"
-        while cluster_id.startswith("-"):
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    def _format_storage(self, cluster_id: str) -> None:
         # Static quorum (controller.quorum.voters): formatted without --standalone.
         cmd = [
             "java",
-            *self._java_opts(),
+            *self.java_opts(),
             "-cp",
             f"{self.lib_dir}/*",
             "kafka.tools.StorageTool",
@@ -205,18 +212,113 @@ class LocalKafka:
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed: {result.stderr.strip() or result.stdout.strip()}")
 
-    def _responds(self) -> bool:
+    def responds(self) -> bool:
         if not _port_open(self.host, self.port):
             return False
         try:
-            kafka.broker_info(self.settings)
+            kafka.broker_info(self._own)
         except KafkaUnavailable:
             return False
         return True
 
+    def alive(self) -> int | None:
+        return _pid_alive(self.pid_file)
+
+    def launch(self, cluster_id: str) -> None:
+        """Format once and start the process; readiness is the cluster's to wait for."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._render_config()
+        if not (self.log_dirs / "meta.properties").exists():
+            self._format_storage(cluster_id)
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                ["java", *self.java_opts(), "-cp", f"{self.lib_dir}/*", "kafka.Kafka", str(self.config_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI; `gruwatch down` stops it
+            )
+        self.pid_file.write_text(str(proc.pid))
+
+    def stop(self) -> bool:
+        pid = _pid_alive(self.pid_file)
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        _stop_pid(pid, f"kafka node {self.node_id}")
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+class LocalKafka:
+    """Apache Kafka in KRaft mode from the jars deploy/kafka/pom.xml resolves, run with the machine's
+    java: one combined broker/controller per address in GRUWATCH_KAFKA_BOOTSTRAP (controller port =
+    broker port + 1). One address is the everyday stack; three make a cluster with replication
+    factor 3 and min.insync.replicas 2."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        servers = settings.kafka_servers
+        hosts = [_host_port(s) for s in servers]
+        self.is_local = all(host in _LOCAL_HOSTS for host, _ in hosts)
+        controller_ports = (
+            [settings.kafka_controller_port or hosts[0][1] + 1] if len(hosts) == 1 else [p + 1 for _, p in hosts]
+        )
+        voters = ",".join(
+            f"{i + 1}@{host}:{cp}" for i, ((host, _), cp) in enumerate(zip(hosts, controller_ports, strict=True))
+        )
+        replicas = min(3, len(hosts))
+        overrides = (
+            {}
+            if len(hosts) == 1
+            else {
+                "default.replication.factor": str(replicas),
+                "min.insync.replicas": str(min(2, replicas)),
+                "offsets.topic.replication.factor": str(replicas),
+                "transaction.state.log.replication.factor": str(replicas),
+                "transaction.state.log.min.isr": str(min(2, replicas)),
+                "share.coordinator.state.topic.replication.factor": str(replicas),
+                "share.coordinator.state.topic.min.isr": str(min(2, replicas)),
+            }
+        )
+        base = settings.state_dir
+        self.nodes = [
+            KafkaNode(
+                settings,
+                i + 1,
+                server,
+                cp,
+                base / ("kafka" if len(hosts) == 1 else f"kafka-{i + 1}"),
+                voters,
+                overrides,
+            )
+            for i, (server, cp) in enumerate(zip(servers, controller_ports, strict=True))
+        ]
+        self.lib_dir = self.nodes[0].lib_dir
+        self._cluster_id_file = base / "kafka-cluster.id"
+
+    @property
+    def address(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    def jar_version(self) -> str | None:
+        """The broker version resolved by deploy/kafka/pom.xml, read off the core jar's name."""
+        for jar in sorted(self.lib_dir.glob("*kafka_2.13-*.jar")):
+            return jar.stem.rsplit("-", 1)[1]
+        return None
+
+    def _cluster_id(self) -> str:
+        if len(self.nodes) == 1:
+            return _random_cluster_id()
+        # Every node of a cluster is formatted with the same id.
+        if not self._cluster_id_file.exists():
+            self._cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+            self._cluster_id_file.write_text(_random_cluster_id())
+        return self._cluster_id_file.read_text().strip()
+
     def start(self) -> str:
-        """Start the broker unless it answers already; returns 'running' or 'started'."""
-        if self._responds():
+        """Start every node that is not answering; returns 'running' or 'started'."""
+        if all(node.responds() for node in self.nodes):
             return "running"
         if not self.is_local:
             raise StackError(
@@ -226,59 +328,39 @@ class LocalKafka:
             raise StackError("java is not installed (Java 17+ is needed for the Kafka broker)")
         if self.jar_version() is None:
             raise StackError(f"no Kafka jars in {self.lib_dir}: run `make setup` first")
-        if (pid := _pid_alive(self.pid_file)) is not None:
-            # Ours, but not answering yet (still starting, or wedged): give it the start timeout.
-            if _wait_until(
-                self._responds,
-                lambda: _pid_alive(self.pid_file) is not None,
-                self.settings.kafka_start_timeout_s,
-            ):
-                return "running"
-            raise StackError(f"Kafka (pid {pid}) runs but does not answer on {self.address}; see {self.log_file}")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._render_config()
-        if not (self.log_dirs / "meta.properties").exists():
-            self._format_storage()
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                [
-                    "java",
-                    *self._java_opts(),
-                    "-cp",
-                    f"{self.lib_dir}/*",
-                    "kafka.Kafka",
-                    str(self.config_file),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # survives the CLI; `gruwatch down` stops it
-            )
-        self.pid_file.write_text(str(proc.pid))
+        launched = []
+        for node in self.nodes:
+            if node.alive() is None and not node.responds():
+                node.launch(self._cluster_id())
+                launched.append(node)
+        # A quorum needs its voters up together: launch all, then wait for all.
         try:
-            ready = _wait_until(self._responds, lambda: proc.poll() is None, self.settings.kafka_start_timeout_s)
+            ready = _wait_until(
+                lambda: all(n.responds() for n in self.nodes),
+                lambda: all(n.alive() is not None or n.responds() for n in self.nodes),
+                self.settings.kafka_start_timeout_s,
+            )
         except BaseException:
-            _stop_pid(proc.pid, "kafka")  # never leave a half-started broker behind (Ctrl-C, bugs)
+            for node in launched:
+                node.stop()  # never leave a half-started broker behind (Ctrl-C, bugs)
             raise
         if not ready:
-            if proc.poll() is None:
-                _stop_pid(proc.pid, "kafka")
-            raise StackError(f"Kafka did not become ready on {self.address}:\n{_tail(self.log_file)}")
-        return "started"
+            for node in launched:
+                node.stop()
+            failed = next((n for n in self.nodes if not n.responds()), self.nodes[0])
+            raise StackError(f"Kafka did not become ready on {failed.address}:\n{_tail(failed.log_file)}")
+        return "started" if launched else "running"
 
     def stop(self) -> bool:
-        """Stop the broker gruwatch started; returns False when none was running."""
-        pid = _pid_alive(self.pid_file)
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        _stop_pid(pid, "kafka")
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        """Stop the nodes gruwatch started; returns False when none was running."""
+        return any([node.stop() for node in self.nodes])
 
     def status(self) -> ServiceStatus:
-        pid = _pid_alive(self.pid_file)
-        status = ServiceStatus(up=False, address=self.address, managed=pid is not None, pid=pid)
+        pids = [node.alive() for node in self.nodes]
+        managed = [p for p in pids if p is not None]
+        status = ServiceStatus(
+            up=False, address=self.address, managed=bool(managed), pid=managed[0] if managed else None
+        )
         try:
             info = kafka.broker_info(self.settings)
         except KafkaUnavailable as exc:
@@ -286,7 +368,7 @@ class LocalKafka:
             return status
         status.up = True
         # The wire protocol says only major.minor; a broker we started is the jar's exact version.
-        status.version = self.jar_version() if pid is not None else info["protocol_version"]
+        status.version = self.jar_version() if managed else info["protocol_version"]
         gruwatch_topics = [
             *self.settings.topics,
             self.settings.alerts_topic,
@@ -296,6 +378,7 @@ class LocalKafka:
         status.details = {
             "cluster_id": info["cluster_id"],
             "brokers": info["brokers"],
+            "pids": managed,
             "topics": {t: {"exists": t in partitions, "partitions": partitions.get(t, 0)} for t in gruwatch_topics},
         }
         return status

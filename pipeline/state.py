@@ -12,7 +12,7 @@ import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -25,9 +25,11 @@ from pipeline.errors import StateStoreUnavailable
 __all__ = [
     "LAYOUT_VERSION",
     "MemoryStateStore",
+    "RedisClusterStateStore",
     "RedisStateStore",
     "StateStore",
     "StoredState",
+    "make_store",
     "pack_state",
     "state_key",
     "unpack_state",
@@ -143,11 +145,17 @@ return #KEYS
 """
 
 
+def _tls(url: str, ca_certs: str | None) -> dict[str, Any]:
+    return {"ssl_ca_certs": ca_certs} if ca_certs and url.startswith("rediss://") else {}
+
+
 class RedisStateStore:
     """One MGET per batch; one atomic script call that SETs every state (with TTL) per batch."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    def __init__(self, url: str, timeout_s: float = 5.0, ca_certs: str | None = None) -> None:
+        self._client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **_tls(url, ca_certs)
+        )
         self._set_all = self._client.register_script(_SET_ALL)
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -174,3 +182,42 @@ class RedisStateStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class RedisClusterStateStore:
+    """The same contract on a Redis Cluster. Stream keys carry a hash tag, so one stream's key is on
+    one slot; a batch spans many slots, so reads are MGETs grouped by slot and writes a pipeline
+    the client splits by node (each SET is atomic on its own, which is all the contract needs)."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0, ca_certs: str | None = None) -> None:
+        self._client = aioredis.RedisCluster.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **_tls(url, ca_certs)
+        )
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            values = await self._client.mget_nonatomic(keys)
+        except (RedisError, OSError) as exc:
+            raise StateStoreUnavailable(f"reading states from Redis Cluster failed: {exc}") from exc
+        return [v if isinstance(v, bytes) else None for v in values]
+
+    async def put_many(self, items: dict[str, bytes], ttl_s: int | None) -> None:
+        if not items:
+            return
+        try:
+            pipe = self._client.pipeline()
+            for key, value in items.items():
+                pipe.set(key, value, ex=ttl_s)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StateStoreUnavailable(f"writing states to Redis Cluster failed: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def make_store(url: str, cluster: bool, ca_certs: str | None = None) -> StateStore:
+    """The store for the settings: one Redis, or a Redis Cluster."""
+    return RedisClusterStateStore(url, ca_certs=ca_certs) if cluster else RedisStateStore(url, ca_certs=ca_certs)

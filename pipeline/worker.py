@@ -33,10 +33,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.detector import Detector
 from pipeline.errors import KafkaUnavailable, ServiceUnavailable
+from pipeline.kafka import aiokafka_security
 from pipeline.metrics import WorkerMetrics
 from pipeline.scoring import BatchOutcome, BatchScorer, Record
 from pipeline.settings import Settings
-from pipeline.state import RedisStateStore, StateStore
+from pipeline.state import StateStore, make_store
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -88,7 +89,11 @@ class Worker:
         self.latencies = latencies
         self.topics = topics
         self.detectors = detectors
-        self.store = store or RedisStateStore(settings.redis_url.get_secret_value())
+        self.store = store or make_store(
+            settings.redis_url.get_secret_value(),
+            settings.redis_cluster,
+            str(settings.redis_ssl_ca_certs) if settings.redis_ssl_ca_certs else None,
+        )
         self.scorer = BatchScorer(
             detectors,
             {t: settings.topics[t] for t in topics},
@@ -129,6 +134,7 @@ class Worker:
             max_poll_records=self.settings.batch_size,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            **aiokafka_security(self.settings),
         )
         self._producer = AIOKafkaProducer(
             bootstrap_servers=servers,
@@ -137,6 +143,7 @@ class Worker:
             linger_ms=5,
             compression_type="gzip",
             max_request_size=4 * 1024 * 1024,
+            **aiokafka_security(self.settings),
         )
         runner = await self._start_http()
         try:

@@ -16,6 +16,7 @@ import redis
 from kafka import TopicPartition
 
 from pipeline import kafka
+from pipeline.errors import KafkaUnavailable
 from pipeline.settings import Settings
 from pipeline.state import StoredState, unpack_state
 from tests.conftest import free_port
@@ -49,10 +50,10 @@ class WorkerEnv:
             "GRUWATCH_STATE_TTL_S": "3600",
         }
 
-    def start(self, *extra: str) -> subprocess.Popen[str]:
+    def start(self, *extra: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker", *extra],
-            env=self.env(),
+            env={**self.env(), **(extra_env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -72,8 +73,11 @@ class WorkerEnv:
 
 def committed(settings: Settings, group: str, topic: str) -> int:
     """Sum of the group's committed offsets on the topic (0 before the first commit)."""
-    with kafka.admin(settings, timeout_ms=5000) as client:
-        offsets = client.list_group_offsets({group: None}).get(group, {})
+    try:
+        with kafka.admin(settings, timeout_ms=5000) as client:
+            offsets = client.list_group_offsets({group: None}).get(group, {})
+    except KafkaUnavailable:
+        return -1  # no coordinator yet, or it is moving: unknown for now
     return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -62,10 +63,8 @@ class LocalRedisCluster:
 
     def stop_node(self, port: int) -> None:
         """A clean shutdown (the append-only file is flushed), as an operator's restart does."""
-        try:
+        with contextlib.suppress(redis.ConnectionError):  # the connection drops as the server exits
             redis.Redis(port=port, socket_timeout=5).shutdown(nosave=False)
-        except redis.ConnectionError:
-            pass  # the connection drops as the server exits
         self._wait(lambda: not self._ping(port), f"node {port} to stop")
 
     def start(self) -> None:

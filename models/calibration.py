@@ -44,6 +44,7 @@ class Decision:
     alert: bool  # this event opens an episode (or escalates it)
     severity: Severity | None
     episode: Literal["open", "update", "resolve"] | None
+    rule: Literal["score", "sustained"] | None = None  # why it is anomalous: this event, or a run
 
 
 @dataclass
@@ -155,12 +156,14 @@ class Calibration:
     def advance(self, score: float, probability: float, state: EpisodeState) -> Decision:
         """Advance a stream's episode with a calibrated score (mutates ``state``)."""
         warm = state.count >= self.warmup
-        if warm and math.isfinite(self.sustain_h):
+        rule: Literal["score", "sustained"] = "score"
+        if warm and math.isfinite(self.sustain_h) and probability >= self.far:
             recent = state.recent + _RECENT_ALPHA * (min(score, self._threshold) - state.recent)
             lift = recent - state.score_mean
             if lift > self.sustain_h:
                 # A sustained lift counts as one event that improbable.
                 probability = min(probability, self.far * math.exp(-(lift - self.sustain_h)))
+                rule = "sustained"
         anomalous = warm and probability < self.far
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
@@ -168,10 +171,10 @@ class Calibration:
             state.quiet = 0
             if not state.open:
                 state.open, state.peak = True, probability
-                return Decision(probability, True, True, severity, "open")
+                return Decision(probability, True, True, severity, "open", rule)
             escalated = self.severity(probability) != self.severity(state.peak) and probability < state.peak * 1e-3
             state.peak = min(state.peak, probability)
-            return Decision(probability, True, escalated, severity, "update")
+            return Decision(probability, True, escalated, severity, "update", rule)
         if state.open:
             state.quiet += 1
             if state.quiet >= self.cooldown:

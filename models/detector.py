@@ -42,6 +42,7 @@ class Scored:
     severity: Severity | None
     episode: str | None
     explanation: list[dict[str, Any]] | None = None
+    rule: str | None = None  # "score" (this event) or "sustained" (a run of them), when anomalous
 
 
 class Detector:
@@ -170,6 +171,7 @@ class Detector:
                     decision.severity,
                     decision.episode,
                     explanation,
+                    decision.rule if decision.anomalous else None,
                 )
             )
         return out

@@ -109,6 +109,7 @@ def scored_row(event: Event, result: Scored) -> dict[str, Any]:
     }
     if result.anomalous:
         row["severity"] = result.severity
+        row["rule"] = result.rule
         row["explanation"] = result.explanation
     return row
 

@@ -41,6 +41,7 @@ class DemoResult:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     incidents: int = 0
     caught: int = 0
+    by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -55,6 +56,7 @@ class DemoResult:
             "incidents_caught": self.caught,
             "incidents_missed": self.incidents - self.caught,
             "true_alerts": sum(1 for a in self.alerts if a.get("meta")),
+            "by_kind": self.by_kind,
         }
 
 
@@ -213,4 +215,5 @@ def run_demo(
         caught = {a["meta"]["incident"] for a in result.alerts if a.get("kind") == kind and a.get("meta")}
         result.incidents += len(incidents)
         result.caught += len(incidents & caught)
+        result.by_kind[kind] = {"incidents": len(incidents), "caught": len(incidents & caught)}
     return result

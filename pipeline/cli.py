@@ -952,6 +952,8 @@ def demo(duration: float, rate: float, keys: int, anomaly_rate: float, as_json: 
         "incidents_missed",
     ):
         table.add_row(key_.replace("_", " "), str(summary[key_]))
+    for kind, counts in summary["by_kind"].items():
+        table.add_row(f"  {kind} caught", f"{counts['caught']}/{counts['incidents']}")
     out.print(table)
     out.print(
         "Next: `gruwatch worker` (score the topics), `gruwatch replay FILE` (send a recording), "

@@ -103,6 +103,8 @@ def test_demo_runs_to_its_summary_and_leaves_nothing_behind(kafka_up: Settings) 
     assert all(summary["events"][k] > 500 for k in ("network", "financial", "sensor")), summary
     assert summary["alerts"] > 0 and summary["incidents_caught"] > 0
     assert summary["true_alerts"] >= 0.8 * summary["alerts"], summary
+    assert sum(k["incidents"] for k in summary["by_kind"].values()) == summary["incidents"]
+    assert sum(k["caught"] for k in summary["by_kind"].values()) == summary["incidents_caught"]
     pids = [int(p) for p in re.findall(r"\d+", result.stderr.split("worker pid", 1)[1].split(";", 1)[0])]
     assert len(pids) == 4
     for pid in pids:

@@ -814,6 +814,14 @@ def _alert_row(alert: dict[str, Any]) -> list[str]:
     ]
 
 
+def _print_alert(out: Console, alert: dict[str, Any], suffix: str = "") -> None:
+    """One alert as a row of the live table (severity coloured)."""
+    when, kind, key, severity, score_text, top = _alert_row(alert)
+    out.print(f"{when}  {kind:<9}  ", end="")
+    out.print(f"{severity:<8}", style=_SEVERITY_STYLE[severity], end="")
+    out.print(f"  {score_text:>5}  {key}  {top}{suffix}", markup=False, highlight=False)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for piping).")
 @click.option(
@@ -889,10 +897,7 @@ def alerts(
             if as_json:
                 click.echo(orjson.dumps(alert).decode())
             else:
-                when, kind, key, severity, score_text, top = _alert_row(alert)
-                out.print(f"{when}  {kind:<9}  ", end="")
-                out.print(f"{severity:<8}", style=_SEVERITY_STYLE[severity], end="")
-                out.print(f"  {score_text:>5}  {key}  {top}", markup=False, highlight=False)
+                _print_alert(out, alert)
     console.print(
         f"{stats.shown} alerts shown, {stats.duplicates} duplicates dropped, "
         f"{stats.filtered} filtered out, {stats.malformed} malformed skipped"
@@ -927,11 +932,8 @@ def demo(duration: float, rate: float, keys: int, anomaly_rate: float, as_json: 
     out.print("time (UTC)           kind       severity  score  stream / top features", style="bold")
 
     def show(alert: dict[str, Any]) -> None:
-        when, kind, key, severity, score_text, top = _alert_row(alert)
-        out.print(f"{when}  {kind:<9}  ", end="")
-        out.print(f"{severity:<8}", style=_SEVERITY_STYLE[severity], end="")
-        truth = f"  [injected {alert['meta']['anomaly']}]" if alert.get("meta") else ""
-        out.print(f"  {score_text:>5}  {key}  {top}{truth}", markup=False, highlight=False)
+        meta = alert.get("meta") or {}
+        _print_alert(out, alert, f"  [injected {meta['anomaly']}]" if "anomaly" in meta else "")
 
     result = run_demo(settings, duration, rate, keys, anomaly_rate, show, lambda m: console.print(m, markup=False))
     summary = result.summary()

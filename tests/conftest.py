@@ -5,6 +5,7 @@ GRUWATCH_REQUIRE_SERVICES=1 (what `make test` and CI set)."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -97,7 +98,21 @@ def nab_dir() -> Path:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Below Linux's ephemeral range (32768+): a port the OS hands out for port 0 can be taken by any
+# outgoing connection before the server we start binds it.
+_PORT_RANGE = (20000, 32000)
+
+
+def free_port(pair: bool = False) -> int:
+    """A port on 127.0.0.1 nobody listens on (with ``pair``, the next one is free too)."""
+    for _ in range(500):
+        port = random.randrange(*_PORT_RANGE)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                if pair:
+                    second.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port found")

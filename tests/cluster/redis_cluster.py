@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -14,10 +15,29 @@ import redis
 from tests.conftest import free_port
 
 
+def _node_ports(count: int) -> list[int]:
+    """Distinct free ports whose cluster-bus ports (port + 10000) are free and below the ephemeral range."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + 10000 < 32768 and port not in ports and _bindable(port + 10000):
+            ports.append(port)
+    return ports
+
+
+def _bindable(port: int) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+
+
 @dataclass
 class LocalRedisCluster:
     root: Path
-    ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
+    ports: list[int] = field(default_factory=lambda: _node_ports(3))
 
     @property
     def url(self) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ import pytest
 from pipeline import kafka
 from pipeline.settings import Settings
 from pipeline.stack import LocalKafka
+from tests.conftest import free_port
 from tests.integration.test_worker import EVENTS, reference, stream_topic  # noqa: F401  (fixtures)
 from tests.integration.worker_helpers import (
     WorkerEnv,
@@ -28,25 +27,11 @@ from tests.integration.worker_helpers import (
 )
 
 
-def _free_pair() -> int:
-    """A port p with p and p + 1 both free (broker and controller)."""
-    for _ in range(200):
-        port = random.randint(20000, 40000)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-                return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture
 def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     ports: list[int] = []
     while len(ports) < 3:
-        port = _free_pair()
+        port = free_port(pair=True)
         if all(abs(port - p) > 1 for p in ports):
             ports.append(port)
     env = {

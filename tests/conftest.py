@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import random
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +98,17 @@ def nab_dir() -> Path:
         _missing("the NAB data set is not found (set GRUWATCH_NAB_DIR)")
     assert found is not None
     return found
+
+
+def gruwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the `gruwatch` command as a user would (a separate process), with extra environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # Below Linux's ephemeral range (32768+): a port the OS hands out for port 0 can be taken by any

@@ -11,10 +11,9 @@ import pytest
 import redis
 
 from pipeline.settings import Settings
-from pipeline.state import StoredState, unpack_state
 from tests.cluster.redis_cluster import LocalRedisCluster
 from tests.integration.test_worker import EVENTS, reference, stream_topic  # noqa: F401  (fixtures)
-from tests.integration.worker_helpers import HIDDEN, WorkerEnv, assert_same_states, committed, wait_for
+from tests.integration.worker_helpers import WorkerEnv, assert_same_states, committed, read_states, wait_for
 
 
 @pytest.fixture
@@ -23,17 +22,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
     local.start()
     yield local
     local.stop()
-
-
-def cluster_states(url: str, namespace: str) -> dict[str, StoredState]:
-    client = redis.RedisCluster.from_url(url)
-    out = {}
-    for key in client.scan_iter(match=f"gw:{namespace}:*", count=1000):
-        state = unpack_state(client.get(key), HIDDEN)
-        assert state is not None
-        out[key.decode().rsplit(":{", 1)[1][:-1]] = state
-    client.close()
-    return out
 
 
 def test_worker_on_a_cluster_survives_a_node_restart(
@@ -61,7 +49,7 @@ def test_worker_on_a_cluster_survives_a_node_restart(
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
-    states = cluster_states(cluster.url, env.namespace)
+    states = read_states(cluster.url, env.namespace, cluster=True)
     # Keys spread over all three masters …
     masters = {cluster_node for cluster_node in redis.RedisCluster.from_url(cluster.url).get_primaries()}
     assert len(masters) == 3

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,16 +12,7 @@ import orjson
 
 from pipeline import kafka
 from pipeline.settings import Settings
-
-
-def gruwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+from tests.conftest import gruwatch
 
 
 def alert(i: int, kind: str, key: str, severity: str, ts: int) -> dict[str, Any]:

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from pipeline.settings import Settings
-from tests.conftest import free_port
-
-
-def gruwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+from tests.conftest import free_port, gruwatch
 
 
 def test_up_twice_on_the_running_stack_is_harmless(kafka_up: Settings, redis_client: object) -> None:

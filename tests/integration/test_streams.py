@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -14,16 +12,7 @@ import orjson
 
 from pipeline.settings import Settings
 from producers.network import NetworkGenerator
-
-
-def gruwatch(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ,
-    )
+from tests.conftest import gruwatch
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -90,8 +90,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: flo
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def read_states(url: str, namespace: str) -> dict[str, StoredState]:
-    client = redis.Redis.from_url(url)
+def read_states(url: str, namespace: str, cluster: bool = False) -> dict[str, StoredState]:
+    """Every stream state of a namespace, by stream key (on one Redis or a Redis Cluster)."""
+    client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
     out = {}
     for key in client.scan_iter(match=f"gw:{namespace}:*", count=1000):
         state = unpack_state(client.get(key), HIDDEN)

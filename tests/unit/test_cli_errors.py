@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import orjson
 import pytest
 
-from tests.conftest import free_port
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=60,
-    )
+from tests.conftest import free_port, gruwatch
 
 
 @pytest.mark.parametrize(
@@ -29,7 +13,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     [("no-such-command",), ("status", "--no-such-flag"), ("up", "--kafka", "extra-arg")],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args: tuple[str, ...]) -> None:
-    result = run_cli(*args)
+    result = gruwatch(*args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -38,7 +22,7 @@ def test_bad_arguments_give_one_line_and_exit_2(args: tuple[str, ...]) -> None:
 
 
 def test_bad_setting_gives_one_line() -> None:
-    result = run_cli("status", env={"GRUWATCH_KAFKA_BOOTSTRAP": "no-port-here"})
+    result = gruwatch("status", env={"GRUWATCH_KAFKA_BOOTSTRAP": "no-port-here"})
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "GRUWATCH_" in result.stderr and "Traceback" not in result.stderr
@@ -49,7 +33,7 @@ def test_status_reports_services_that_are_down() -> None:
         "GRUWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "GRUWATCH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
     }
-    result = run_cli("status", "--json", env=env)
+    result = gruwatch("status", "--json", env=env)
     assert result.returncode == 1
     report = orjson.loads(result.stdout)
     assert report["kafka"]["up"] is False and report["kafka"]["error"]

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
-
-def gruwatch(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout, env=os.environ
-    )
+from tests.conftest import gruwatch
 
 
 def test_train_score_evaluate_round_trip(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 
 from pipeline import kafka
 from pipeline.lifecycle import StopFlag
+from pipeline.reading import read_topic
 from pipeline.settings import Settings
 from pipeline.subscribe import AlertFilter, SubscribeStats, subscribe
 
@@ -71,20 +72,10 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, 
 
 def _events_since(settings: Settings, topic: str, start: dict[TopicPartition, int]) -> list[dict[str, Any]]:
     """The events produced to ``topic`` after the offsets in ``start`` (up to its end now)."""
-    consumer = kafka.consumer(settings, consumer_timeout_ms=5000)
-    try:
-        tps = [tp for tp in start if tp.topic == topic]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, start[tp])
-        end = consumer.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            for messages in consumer.poll(timeout_ms=500).values():
-                out.extend(orjson.loads(m.value) for m in messages)
-        return out
-    finally:
-        consumer.close()
+    records = read_topic(
+        settings, topic, from_beginning=True, to_end=True, start_offsets=start, client_id="gruwatch-demo"
+    )
+    return [orjson.loads(record.value) for record in records]
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -305,8 +306,9 @@ class Worker:
         s.dead += len(outcome.dead)
         s.alerts += len(outcome.alerts)
         s.fenced += outcome.fenced
-        for record in records:
-            m.events.labels(self.scorer.topic_kinds.get(record.topic, "unknown")).inc()
+        # One counter update per topic, not per record: this runs on every batch.
+        for topic, count in Counter(record.topic for record in records).items():
+            m.events.labels(self.scorer.topic_kinds.get(topic, "unknown")).inc(count)
         m.scored.inc(outcome.scored)
         m.dead.inc(len(outcome.dead))
         m.fenced.inc(outcome.fenced)

@@ -43,6 +43,9 @@ class Scored:
     episode: str | None
     explanation: list[dict[str, Any]] | None = None
     rule: str | None = None  # "score" (this event) or "sustained" (a run of them), when anomalous
+    # Length of the whitened residual of the features (the time gap left out): how far this event
+    # is from what the model expected, on a common scale; the input of models.likelihood.
+    surprise: float = 0.0
 
 
 class Detector:
@@ -150,6 +153,7 @@ class Detector:
         values: Sequence[Mapping[str, float]],
     ) -> list[Scored]:
         scores = terms.astype(np.float64).sum(axis=1)
+        surprises = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
         cal = self.calibration
         sequential = len(episodes) > 1 and episodes[0] is episodes[-1]
         if not sequential:  # different streams: every shift is known now, calibrate in one call
@@ -172,6 +176,7 @@ class Detector:
                     decision.episode,
                     explanation,
                     decision.rule if decision.anomalous else None,
+                    float(surprises[i]),
                 )
             )
         return out

@@ -1,17 +1,22 @@
 """`gruwatch evaluate nab`: the generic detector over every NAB file, scored the NAB way.
 
-Each file is one stream scored from its first record with a fresh state: the hidden state and
-the stream's calibration statistics adapt as it goes, nothing is looked at ahead of time.
+Each file is one stream scored from its first record with a fresh state: the hidden state, the
+stream's running normalisation and its anomaly likelihood adapt as it goes; nothing is looked at
+ahead of time. A record's NAB score is the anomaly likelihood of the GRU's surprise
+(``models.likelihood``): NAB sweeps one threshold over all 58 files, so scores must mean the same
+on every stream, which the raw surprise does not.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.detector import Detector
+from models.likelihood import AnomalyLikelihood
 from models.nab import corpus_scores, load_profiles, load_windows, parse_nab_time
 from pipeline.errors import InputFileError
 from producers.files import read_nab
@@ -19,16 +24,13 @@ from producers.files import read_nab
 __all__ = ["evaluate_nab"]
 
 
-def _nab_score(probability: float) -> float:
-    """A record's NAB score in [0, 1): surprise −ln p squashed, so rare events never tie at 1.0
-    (1 − p does, for every p below 1e-16, and the threshold sweep cannot tell them apart)."""
-    surprise = -math.log(max(probability, 1e-300))
-    return surprise / (1.0 + surprise)
-
-
 def evaluate_nab(
-    detector: Detector, nab_dir: Path, on_file: Callable[[str, int], None] = lambda name, rows: None
+    detector: Detector,
+    nab_dir: Path,
+    on_file: Callable[[str, int], None] = lambda name, rows: None,
+    likelihood: AnomalyLikelihood | None = None,
 ) -> dict[str, Any]:
+    likelihood = likelihood or AnomalyLikelihood()
     data_dir, labels, profiles_file = (
         nab_dir / "data",
         nab_dir / "labels" / "combined_windows.json",
@@ -54,7 +56,8 @@ def evaluate_nab(
             if r.obj
         ]
         results, _ = detector.score_sequence(events)
-        files[name] = (timestamps, [_nab_score(r.probability) for r in results])
+        values = np.array([v["value"] for _, v in events])
+        files[name] = (timestamps, list(likelihood.score_series([r.surprise for r in results], values)))
         on_file(name, len(events))
     scores = corpus_scores(files, windows, load_profiles(profiles_file))
     return {

@@ -1,0 +1,91 @@
+"""Anomaly likelihood: how unusual a stream's *recent* surprise is against its own history.
+
+The GRU's surprise (the whitened residual of the predicted features) is on a scale that differs
+from stream to stream: a noisy stream is always a little surprising. Following Numenta's anomaly
+likelihood (Ahmad et al., 2017), the score of an event is the Gaussian tail of the short-term
+average of surprise against the long-term distribution of that average — both kept as
+exponentially weighted statistics, so the state is a handful of floats and everything is online.
+Two additions from the same detector family:
+
+- a *spatial* check: a value outside every value the stream has shown so far scores 1.0 at once;
+- a red filter: only the first of consecutive near-certain scores stays near-certain, so one
+  incident is one top score rather than a plateau of them.
+
+The output is a log-scaled score in [0, 1] (1 − 1e-10 likelihood ↦ 1.0), comparable across streams.
+
+>>> lk = AnomalyLikelihood(learning=3)
+>>> state = lk.new_state(1)
+>>> [round(lk.update(s, [v], state), 3) for s, v in [(1, 5), (1, 6), (1, 5), (1, 5.5), (1, 9)]]
+[0.5, 0.5, 0.5, 0.03, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["AnomalyLikelihood", "LikelihoodState"]
+
+_RED = 0.99999  # a likelihood this close to 1 is "red"; a second red in a row is demoted
+_DEMOTED = 0.999
+_LOG_BASE = math.log(1.0 - 0.9999999999)
+
+
+@dataclass
+class LikelihoodState:
+    count: int = 0
+    short: float = 0.0  # short-term average of surprise
+    mean: float = 0.0  # long-term mean and variance of that average
+    var: float = 0.0
+    prev_red: bool = False
+    low: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per-feature range seen so far
+    high: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class AnomalyLikelihood:
+    learning: int = 288  # events before a stream is scored (0.5 = "don't know" until then)
+    short_alpha: float = 0.2  # ~ the last 10 events
+    long_alpha: float = 1 / 2000  # the slowest weight of the long-term statistics
+    spatial: bool = True
+
+    def new_state(self, features: int) -> LikelihoodState:
+        return LikelihoodState(low=np.full(features, np.inf), high=np.full(features, -np.inf))
+
+    def update(self, surprise: float, values: Sequence[float], state: LikelihoodState) -> float:
+        """Score one event of the stream (its surprise and raw feature values), then learn it."""
+        x = np.asarray(values, dtype=np.float64)
+        state.short = surprise if state.count == 0 else state.short + self.short_alpha * (surprise - state.short)
+        score = 0.5
+        if state.count >= self.learning:
+            score = self._score(state)
+            if self.spatial and state.count > 0:
+                span = state.high - state.low
+                if bool(np.any((x > state.high) | (x < state.low)) and np.all(np.isfinite(span))):
+                    score = 1.0
+        state.count += 1
+        weight = max(1.0 / state.count, self.long_alpha)
+        delta = state.short - state.mean
+        state.mean += weight * delta
+        state.var = (1.0 - weight) * (state.var + weight * delta * delta)
+        state.low = np.minimum(state.low, x)
+        state.high = np.maximum(state.high, x)
+        return score
+
+    def _score(self, state: LikelihoodState) -> float:
+        z = (state.short - state.mean) / math.sqrt(max(state.var, 1e-12))
+        likelihood = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
+        red = likelihood >= _RED
+        if red and state.prev_red:
+            likelihood = _DEMOTED
+        state.prev_red = red
+        return math.log(1.0000000001 - likelihood) / _LOG_BASE
+
+    def score_series(self, surprises: Sequence[float], values: np.ndarray) -> np.ndarray:
+        """One stream, in order: ``values`` is (events, features)."""
+        values = np.asarray(values, dtype=np.float64).reshape(len(surprises), -1)
+        state = self.new_state(values.shape[1])
+        return np.array([self.update(float(s), row, state) for s, row in zip(surprises, values, strict=True)])

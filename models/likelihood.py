@@ -55,7 +55,7 @@ class AnomalyLikelihood:
     def new_state(self, features: int) -> LikelihoodState:
         return LikelihoodState(low=np.full(features, np.inf), high=np.full(features, -np.inf))
 
-    def update(self, surprise: float, values: Sequence[float], state: LikelihoodState) -> float:
+    def update(self, surprise: float, values: Sequence[float] | np.ndarray, state: LikelihoodState) -> float:
         """Score one event of the stream (its surprise and raw feature values), then learn it."""
         x = np.asarray(values, dtype=np.float64)
         state.short = surprise if state.count == 0 else state.short + self.short_alpha * (surprise - state.short)

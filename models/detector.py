@@ -105,7 +105,7 @@ class Detector:
         )
         h_out = h_new.numpy()
         new_states = [
-            StreamState(h=h_out[i].copy(), last_ts=int(ts[i]), episode=states[i].episode, norm=new_norms[i])
+            StreamState(h=h_out[i], last_ts=int(ts[i]), episode=states[i].episode, norm=new_norms[i])
             for i in range(len(states))
         ]
         return results, new_states

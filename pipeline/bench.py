@@ -2,15 +2,16 @@
 
 This machine is shared and noisy, so absolute numbers drift; the ratios are what to compare.
 
-Parts: ``worker`` (end-to-end worker throughput against a raw aiokafka consumer and a naive
-per-event pipeline, Redis bytes per stream, worker RSS), ``latency`` (event produced → state
-written at a fixed offered load), ``model`` (GRU step cost, batch 1 vs 1,024), ``replay``
-(gruwatch replay against kafka-python's raw send loop) and ``faust`` (a do-nothing Faust agent
-on the same topic: why the worker reads with aiokafka).
+Parts: ``worker`` (end-to-end worker throughput, one process and one per core, against a raw
+aiokafka consumer and a naive per-event pipeline, Redis bytes per stream, worker RSS),
+``latency`` (event produced → state written at a fixed offered load), ``model`` (GRU step cost,
+batch 1 vs 1,024), ``replay`` (gruwatch replay against kafka-python's raw send loop) and
+``faust`` (a do-nothing Faust agent on the same topic: why the worker reads with aiokafka).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
@@ -199,6 +200,7 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
     import redis as redis_sync
 
     from pipeline.modeling import load_worker_models
+    from pipeline.processes import WorkerJob, combined, run_processes
     from pipeline.worker import Worker
 
     streams = 10_000
@@ -208,17 +210,28 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         log("worker: raw aiokafka consumer (the transport floor)")
         floor = asyncio.run(_raw_floor(settings, list(topics.values()), total))
         detectors = load_worker_models(_model_dirs(settings), list(topics))
-        wsettings = _worker_settings(settings, topics)
         namespace = f"bench-{uuid.uuid4().hex[:8]}"
-        log("worker: gruwatch worker from start to caught up (lag 0, states written)")
-        worker = Worker(wsettings, detectors, list(topics.values()), namespace=namespace)
+        log("worker: gruwatch worker, one process, from start to caught up (lag 0, states written)")
+        worker = Worker(_worker_settings(settings, topics), detectors, list(topics.values()), namespace=namespace)
         started = time.perf_counter()
         stats = asyncio.run(worker.run(max_idle_s=2.0))
         if stats.events != total:
             raise RuntimeError(f"the worker read {stats.events} of {total} events")
-        busy = stats.last_batch - stats.first_record
-        worker_eps = total / busy
+        one_process = total / (stats.last_batch - stats.first_record)
         with_start = total / (stats.last_batch - started)
+        processes = max(1, os.cpu_count() or 1)
+        log(f"worker: gruwatch worker --processes {processes}, same events, a fresh group and namespace")
+        job = WorkerJob(
+            _worker_settings(settings, topics),
+            _model_dirs(settings),
+            list(topics.values()),
+            namespace=f"bench-{uuid.uuid4().hex[:8]}",
+            idle_exit=2.0,
+        )
+        many = combined(run_processes(job, processes))
+        if many.events != total:
+            raise RuntimeError(f"{processes} worker processes read {many.events} of {total} events")
+        worker_eps = total / (many.last_batch - many.first_record)
         rss = _rss_mb()
         client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
         keys = [k for _, k in zip(range(300), client.scan_iter(match=f"gw:{namespace}:*", count=1000), strict=False)]
@@ -234,12 +247,18 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         "worker_events": total,
         "worker_streams": streams,
         "worker_eps": round(worker_eps, 1),
+        "worker_processes": processes,
+        "worker_eps_1proc": round(one_process, 1),
         "worker_eps_with_startup": round(with_start, 1),
         "floor_eps": round(floor, 1),
         "naive_eps": round(naive, 1),
+        # The floor is what the topic can deliver to one consumer: can the worker (all cores) keep up?
         "ratio_floor": round(worker_eps / floor, 4),
-        "ratio_naive": round(worker_eps / naive, 2),
-        "worker_batches": stats.batches,
+        "ratio_floor_1proc": round(one_process / floor, 4),
+        # The naive pipeline is one process: compared like for like, process to process.
+        "ratio_naive": round(one_process / naive, 2),
+        "ratio_naive_all_cores": round(worker_eps / naive, 2),
+        "worker_batches": many.batches,
         "redis_bytes_per_stream": round(per_stream, 1),
         "state_value_bytes": value_bytes,
         "worker_rss_mb": round(rss, 1),

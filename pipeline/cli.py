@@ -682,6 +682,12 @@ def evaluate(
     is_flag=True,
     help="A new consumer group starts at the end, not the oldest record.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="Worker processes in the group, one per core (default: settings, 1); /health on port+i.",
+)
 def worker(
     topics: str | None,
     model_dirs: tuple[str, ...],
@@ -692,6 +698,7 @@ def worker(
     http_port: int | None,
     idle_exit: float | None,
     from_latest: bool,
+    processes: int | None,
 ) -> None:
     """Score input topics with the GRU, keep state in Redis, publish alerts. Stop with Ctrl-C/SIGTERM."""
     import asyncio
@@ -718,6 +725,7 @@ def worker(
             "batch_max_wait_ms": max_wait_ms,
             "http_port": http_port,
             "auto_offset_reset": "latest" if from_latest else None,
+            "worker_processes": processes,
         }.items()
         if v is not None
     }
@@ -734,8 +742,16 @@ def worker(
         f"worker: {', '.join(chosen)} → {settings.alerts_topic}; models "
         + ", ".join(d.ident for d in detectors.values())
     )
-    w = Worker(settings, detectors, chosen, namespace=namespace)
-    stats = asyncio.run(w.run(max_idle_s=idle_exit))
+    if settings.worker_processes > 1:
+        from pipeline.processes import WorkerJob, combined, run_processes
+
+        console.print(f"worker: {settings.worker_processes} processes in group {settings.group_id}")
+        job = WorkerJob(settings, dirs, chosen, namespace=namespace, idle_exit=idle_exit)
+        each = run_processes(job, settings.worker_processes)
+        stats = combined(each)
+        console.print("per process: " + " + ".join(f"{s.events:,}" for s in each) + " events")
+    else:
+        stats = asyncio.run(Worker(settings, detectors, chosen, namespace=namespace).run(max_idle_s=idle_exit))
     elapsed = time.perf_counter() - stats.started if stats.started else 0.0
     console.print(
         f"worker stopped: {stats.events} events, {stats.scored} scored, {stats.dead} dead letters, "

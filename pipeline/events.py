@@ -9,6 +9,7 @@ used for scoring. Decoding is on the worker's hot path, hence orjson and few bra
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Collection, Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from pipeline.errors import InvalidEvent
@@ -54,7 +56,7 @@ def parse_ts(raw: object) -> int:
     """Epoch milliseconds from epoch ms (int/float) or an ISO-8601 string (naive means UTC)."""
     if isinstance(raw, bool):
         raise InvalidEvent("ts must be epoch milliseconds or an ISO-8601 string, got a boolean")
-    if isinstance(raw, int | float):
+    if isinstance(raw, (int, float)):  # a tuple: `int | float` builds a union object per call
         if not math.isfinite(raw):
             raise InvalidEvent("ts is not finite")
         ts = int(raw)
@@ -127,6 +129,51 @@ def validate_event(
     return Event(key=key, ts=ts, values=clean, label=None if label is None else int(label), meta=meta)
 
 
+class _WireEvent(msgspec.Struct):
+    """The common shape of an event (epoch-ms ts, numeric values), typed so msgspec checks it in C."""
+
+    key: str
+    ts: int
+    values: dict[str, float]
+    label: int | None = None
+    meta: dict[str, Any] | None = None
+
+
+_WIRE = msgspec.json.Decoder(_WireEvent)
+
+
+@functools.lru_cache(maxsize=64)
+def _feature_set(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(names)
+
+
+def _as_set(names: Collection[str]) -> frozenset[str] | set[str]:
+    if isinstance(names, frozenset | set):
+        return names
+    return _feature_set(names) if isinstance(names, tuple) else frozenset(names)
+
+
+def _fast_decode(raw: bytes | str, features: Collection[str] | None, max_values: int) -> Event | None:
+    """The event when it is plainly valid, else None (then the slow path finds the reason).
+
+    msgspec rejects bools as numbers, non-finite numbers and wrong types while decoding; what is
+    left are the range checks."""
+    try:
+        wire = _WIRE.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    key, ts, values, label = wire.key, wire.ts, wire.values, wire.label
+    if not (
+        0 < len(key) <= MAX_KEY_CHARS
+        and _MIN_TS_MS <= ts <= _MAX_TS_MS
+        and 0 < len(values) <= max_values
+        and (label is None or label == 0 or label == 1)
+        and (features is None or values.keys() == _as_set(features))
+    ):
+        return None
+    return Event(key=key, ts=ts, values=values, label=label, meta=wire.meta)
+
+
 def decode_event(
     raw: bytes | str,
     *,
@@ -137,6 +184,10 @@ def decode_event(
     """Decode and validate one event; raises InvalidEvent with the reason."""
     if len(raw) > max_bytes:
         raise InvalidEvent(f"event is {len(raw)} bytes; at most {max_bytes} are accepted")
+    event = _fast_decode(raw, features, max_values)
+    if event is not None:
+        return event
+    # Anything else (an ISO ts, a float ts, or an invalid event): decoded and checked in Python.
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -134,7 +134,10 @@ class BatchScorer:
                     "state %s has another layout or model size; starting the stream afresh",
                     redis_key,
                 )
-            if stored is not None:
+            first = group.items[0][0]
+            if stored is not None and (
+                len(group.items) > 1 or (first.partition == stored.partition and first.offset <= stored.offset)
+            ):
                 # The fence: a stream lives in one partition, so its offsets only grow.
                 before = len(group.items)
                 group.items = [

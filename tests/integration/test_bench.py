@@ -27,6 +27,8 @@ def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
         "naive_eps",
         "ratio_floor",
         "ratio_naive",
+        "worker_eps_1proc",
+        "worker_processes",
         "redis_bytes_per_stream",
         "replay_eps",
         "replay_floor_eps",
@@ -39,5 +41,6 @@ def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
     assert figures["latency_ms"]["p50"] <= figures["latency_ms"]["p95"] <= figures["latency_ms"]["p99"]
     # The ratios are the figures divided by their baselines from the same run.
     assert abs(figures["ratio_floor"] - figures["worker_eps"] / figures["floor_eps"]) < 1e-3
-    assert abs(figures["ratio_naive"] - figures["worker_eps"] / figures["naive_eps"]) < 0.01
+    assert abs(figures["ratio_naive"] - figures["worker_eps_1proc"] / figures["naive_eps"]) < 0.01
+    assert abs(figures["ratio_naive_all_cores"] - figures["worker_eps"] / figures["naive_eps"]) < 0.01
     assert figures["worker_events"] == 6000 and figures["latency_events"] == 6000

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import threading
 from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pipeline.errors import GruwatchError
 from pipeline.settings import Settings
@@ -38,7 +40,7 @@ class WorkerJob:
     idle_exit: float | None = None
 
 
-def _child(job: WorkerJob, index: int, threads: int, results: Connection) -> None:
+def _child(job: WorkerJob, index: int, threads: int, ready: Any, results: Connection) -> None:
     import asyncio
 
     import torch
@@ -53,6 +55,9 @@ def _child(job: WorkerJob, index: int, threads: int, results: Connection) -> Non
         settings = settings.model_copy(update={"http_port": settings.http_port + index})
     detectors = load_worker_models(job.model_dirs, sorted({settings.topics[t] for t in job.topics}))
     worker = Worker(settings, detectors, job.topics, namespace=job.namespace)
+    # Join the group together (models load at different speeds): one rebalance, not one per process.
+    with suppress(threading.BrokenBarrierError):
+        ready.wait(timeout=120)
     stats = asyncio.run(worker.run(max_idle_s=job.idle_exit))
     results.send(stats)
 
@@ -62,10 +67,11 @@ def run_processes(job: WorkerJob, processes: int) -> list[WorkerStats]:
     context = multiprocessing.get_context("spawn")  # no forked torch or event-loop state
     threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
     children: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+    ready = context.Barrier(processes)
     for index in range(processes):
         receive, send = context.Pipe(duplex=False)
         child = context.Process(
-            target=_child, args=(job, index, threads, send), name=f"gruwatch-worker-{index}", daemon=False
+            target=_child, args=(job, index, threads, ready, send), name=f"gruwatch-worker-{index}", daemon=False
         )
         child.start()
         send.close()

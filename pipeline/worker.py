@@ -133,6 +133,8 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset=self.settings.auto_offset_reset,
             max_poll_records=self.settings.batch_size,
+            # Hear about a rebalance (a process joining) within a second, not aiokafka's 3 s.
+            heartbeat_interval_ms=1000,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             **aiokafka_security(self.settings),

@@ -91,9 +91,9 @@ class GRUDetector(nn.Module):
             self._w64 = (version, tuple(p.detach().double() for p in params))
         return self._w64[1]
 
-    def _cell(self, gi: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _cell(gi: torch.Tensor, h: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
         """One GRU step in float64 from the input projection ``gi`` (B, 3H); returns the rounded state."""
-        _, w_hh, _, b_hh = self._weights64()
         gh = torch.addmm(b_hh, h.double(), w_hh.t())
         i_r, i_z, i_n = gi.chunk(3, dim=-1)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)
@@ -101,10 +101,6 @@ class GRUDetector(nn.Module):
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
         return round_state((1.0 - z) * n + z * h.double())
-
-    def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
-        w_ih, _, b_ih, _ = self._weights64()
-        return torch.matmul(x.double(), w_ih.t()) + b_ih
 
     def step(
         self, h: torch.Tensor, x: torch.Tensor, y: torch.Tensor
@@ -116,7 +112,8 @@ class GRUDetector(nn.Module):
         """
         mean, chol = self.predict(h)
         terms, z = self.nll_terms(y, mean, chol)
-        return terms, mean, z, self._cell(self._input_projection(x), h)
+        w_ih, w_hh, b_ih, b_hh = self._weights64()
+        return terms, mean, z, self._cell(torch.matmul(x.double(), w_ih.t()) + b_ih, h, w_hh, b_hh)
 
     def sequence(
         self, x: torch.Tensor, y: torch.Tensor, h0: torch.Tensor | None = None, exact_state: bool = True
@@ -128,10 +125,11 @@ class GRUDetector(nn.Module):
         batch = x.shape[0]
         h0 = self.initial_state(batch) if h0 is None else h0
         if exact_state:
-            gi = self._input_projection(x)
+            w_ih, w_hh, b_ih, b_hh = self._weights64()
+            gi = torch.matmul(x.double(), w_ih.t()) + b_ih
             states, h = [], h0
             for t in range(x.shape[1]):
-                h = self._cell(gi[:, t], h)
+                h = self._cell(gi[:, t], h, w_hh, b_hh)
                 states.append(h)
             outputs, h_last = torch.stack(states, dim=1), h.unsqueeze(0)
         else:

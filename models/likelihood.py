@@ -62,7 +62,7 @@ class AnomalyLikelihood:
         score = 0.5
         if state.count >= self.learning:
             score = self._score(state)
-            if self.spatial and state.count > 0:
+            if self.spatial:  # before any value the span is infinite: nothing is out of range
                 span = state.high - state.low
                 if bool(np.any((x > state.high) | (x < state.low)) and np.all(np.isfinite(span))):
                     score = 1.0

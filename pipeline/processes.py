@@ -9,7 +9,6 @@ SIGINT/SIGTERM to the parent stop every child gracefully; a child that fails fai
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import signal
 import threading
@@ -17,16 +16,14 @@ from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pipeline.errors import GruwatchError
+from pipeline.lifecycle import StopFlag
 from pipeline.settings import Settings
 from pipeline.worker import WorkerStats
 
 __all__ = ["WorkerJob", "combined", "run_processes"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,14 +74,13 @@ def run_processes(job: WorkerJob, processes: int) -> list[WorkerStats]:
         send.close()
         children.append((child, receive))
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop() -> None:
         for child, _ in children:
             if child.is_alive():
                 with suppress(ProcessLookupError):
                     child.terminate()  # SIGTERM: the worker finishes its batch and leaves the group
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with StopFlag(on_stop=stop):
         stats: list[WorkerStats] = []
         failed: list[str] = []
         running: dict[object, tuple[multiprocessing.process.BaseProcess, Connection]] = {
@@ -98,13 +94,10 @@ def run_processes(job: WorkerJob, processes: int) -> list[WorkerStats]:
                     stats.append(receive.recv())
                 if done.exitcode != 0:
                     failed.append(f"{done.name} exited with {done.exitcode}")
-                    stop(signal.SIGTERM, None)  # one down: take the others down too, loudly
-        if failed:
-            raise GruwatchError("; ".join(failed))
-        return stats
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+                    stop()  # one down: take the others down too, loudly
+    if failed:
+        raise GruwatchError("; ".join(failed))
+    return stats
 
 
 def combined(stats: list[WorkerStats]) -> WorkerStats:

@@ -24,9 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Calibration", "Decision", "EpisodeState", "Severity"]
+__all__ = ["SEVERITY_NAMES", "BatchDecision", "Calibration", "Decision", "EpisodeArrays", "EpisodeState", "Severity"]
 
 Severity = Literal["low", "medium", "high", "critical"]
+SEVERITY_NAMES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+# Episode transitions in a BatchDecision: none, or the index into this tuple.
+EPISODE_NAMES: tuple[Literal["open", "update", "resolve"], ...] = ("open", "update", "resolve")
 _LEVELS = np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2.5, -4, 4), [1.0]])
 # The per-stream mean score adapts this fast (an exponentially weighted mean over ~200 events).
 _STREAM_ALPHA = 0.005
@@ -128,6 +131,10 @@ class Calibration:
             return 0.0
         return max(0.0, state.score_mean - self._median)
 
+    def shifts(self, state: EpisodeArrays) -> np.ndarray:
+        """``shift`` for several streams."""
+        return np.where(state.count <= self.warmup, 0.0, np.maximum(0.0, state.score_mean - self._median))
+
     def severity(self, probability: float) -> Severity:
         if probability < self.far * 1e-3:
             return "critical"
@@ -182,6 +189,47 @@ class Calibration:
                 return Decision(probability, False, False, None, "resolve")
         return Decision(probability, False, False, None, None)
 
+    def severities(self, probabilities: np.ndarray) -> np.ndarray:
+        """``severity`` as indices into SEVERITY_NAMES, vectorised."""
+        return 3 - np.searchsorted(np.array([1e-3, 1e-2, 1e-1]) * self.far, probabilities, side="right")
+
+    def advance_many(self, scores: np.ndarray, probabilities: np.ndarray, state: EpisodeArrays) -> BatchDecision:
+        """``advance`` for one event of each of several different streams, in arrays (mutates
+        ``state``). The same arithmetic, element by element, as the scalar path."""
+        scores = np.asarray(scores, dtype=np.float64)
+        probability = np.asarray(probabilities, dtype=np.float64).copy()
+        warm = state.count >= self.warmup
+        clipped = np.minimum(scores, self._threshold)
+        sustained = np.zeros(scores.shape, dtype=bool)
+        if math.isfinite(self.sustain_h):
+            lift = state.recent + _RECENT_ALPHA * (clipped - state.recent) - state.score_mean
+            sustained = warm & (probability >= self.far) & (lift > self.sustain_h)
+            for i in np.flatnonzero(sustained):  # rare; math.exp, bit for bit the scalar path's
+                probability[i] = min(probability[i], self.far * math.exp(-(lift[i] - self.sustain_h)))
+        anomalous = warm & (probability < self.far)
+        # _track
+        state.count += 1
+        first = state.count == 1
+        state.recent = np.where(first, clipped, state.recent + _RECENT_ALPHA * (clipped - state.recent))
+        step = np.maximum(1.0 / state.count, _STREAM_ALPHA) * (clipped - state.score_mean)
+        state.score_mean = np.where(first, clipped, np.where(anomalous, state.score_mean, state.score_mean + step))
+        # episodes
+        severity = self.severities(probability)
+        opens = anomalous & ~state.open
+        updates = anomalous & state.open
+        escalated = updates & (severity != self.severities(state.peak)) & (probability < state.peak * 1e-3)
+        state.peak = np.where(opens, probability, np.where(updates, np.minimum(state.peak, probability), state.peak))
+        quiet_open = ~anomalous & state.open
+        state.quiet = np.where(anomalous, 0, np.where(quiet_open, state.quiet + 1, state.quiet))
+        resolves = quiet_open & (state.quiet >= self.cooldown)
+        state.open = (state.open | anomalous) & ~resolves
+        state.quiet = np.where(resolves, 0, state.quiet)
+        state.peak = np.where(resolves, 1.0, state.peak)
+        episode = np.select([opens, updates, resolves], [0, 1, 2], default=-1)
+        return BatchDecision(
+            probability, anomalous, opens | escalated, np.where(anomalous, severity, -1), episode, anomalous & sustained
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         if not math.isfinite(out["sustain_h"]):
@@ -206,3 +254,79 @@ class EpisodeState:
     quiet: int = 0
     peak: float = 1.0
     recent: float = 0.0
+
+
+@dataclass
+class EpisodeArrays:
+    """EpisodeState of several streams, one array per field (the worker's batched form)."""
+
+    count: np.ndarray  # int64
+    score_mean: np.ndarray
+    open: np.ndarray  # bool
+    quiet: np.ndarray  # int64
+    peak: np.ndarray
+    recent: np.ndarray
+
+    @classmethod
+    def new(cls, size: int) -> EpisodeArrays:
+        return cls.of([EpisodeState()] * size)
+
+    @classmethod
+    def of(cls, states: Sequence[EpisodeState]) -> EpisodeArrays:
+        return cls(
+            np.array([s.count for s in states], dtype=np.int64),
+            np.array([s.score_mean for s in states], dtype=np.float64),
+            np.array([s.open for s in states], dtype=bool),
+            np.array([s.quiet for s in states], dtype=np.int64),
+            np.array([s.peak for s in states], dtype=np.float64),
+            np.array([s.recent for s in states], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def row(self, i: int) -> EpisodeState:
+        return EpisodeState(
+            int(self.count[i]),
+            float(self.score_mean[i]),
+            bool(self.open[i]),
+            int(self.quiet[i]),
+            float(self.peak[i]),
+            float(self.recent[i]),
+        )
+
+    def take(self, index: np.ndarray) -> EpisodeArrays:
+        return EpisodeArrays(*(getattr(self, f)[index] for f in _EPISODE_FIELDS))
+
+    def put(self, index: np.ndarray, other: EpisodeArrays) -> None:
+        for name in _EPISODE_FIELDS:
+            getattr(self, name)[index] = getattr(other, name)
+
+
+_EPISODE_FIELDS = ("count", "score_mean", "open", "quiet", "peak", "recent")
+
+
+@dataclass
+class BatchDecision:
+    """Decisions for one event of each of several streams, in arrays."""
+
+    probability: np.ndarray
+    anomalous: np.ndarray
+    alert: np.ndarray
+    severity: np.ndarray  # index into SEVERITY_NAMES, -1 when not anomalous
+    episode: np.ndarray  # index into EPISODE_NAMES, -1 for none
+    sustained: np.ndarray  # anomalous by the sustained-lift rule
+
+    def decision(self, i: int) -> Decision:
+        severity, episode = int(self.severity[i]), int(self.episode[i])
+        rule: Literal["score", "sustained"] | None = None
+        if self.anomalous[i]:
+            rule = "sustained" if self.sustained[i] else "score"
+        return Decision(
+            float(self.probability[i]),
+            bool(self.anomalous[i]),
+            bool(self.alert[i]),
+            SEVERITY_NAMES[severity] if severity >= 0 else None,
+            EPISODE_NAMES[episode] if episode >= 0 else None,
+            rule,
+        )

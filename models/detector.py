@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.calibration import Calibration, EpisodeState, Severity
+from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Severity
 from models.features import FeatureSpec
 from models.gru import GRUDetector
 
-__all__ = ["Detector", "Scored", "StreamState"]
+__all__ = ["BatchScores", "Detector", "Scored", "StateBatch", "StreamState"]
 
 TOP_FEATURES = 3
 
@@ -31,6 +31,76 @@ class StreamState:
     last_ts: int = -1  # epoch ms of the last applied event; -1 before the first
     episode: EpisodeState = field(default_factory=EpisodeState)
     norm: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per-stream statistics (stream_norm)
+
+
+@dataclass
+class StateBatch:
+    """The states of several streams of one detector, one array per field (the worker's form:
+    no object per stream on the hot path)."""
+
+    h: np.ndarray  # float32 (B, hidden)
+    last_ts: np.ndarray  # int64 (B,)
+    norm: np.ndarray  # float64 (B, norm size)
+    episode: EpisodeArrays
+
+    @classmethod
+    def of(cls, states: Sequence[StreamState], hidden: int, norm_size: int) -> StateBatch:
+        return cls(
+            np.stack([s.h for s in states]) if states else np.zeros((0, hidden), dtype=np.float32),
+            np.array([s.last_ts for s in states], dtype=np.int64),
+            np.stack([s.norm for s in states]) if states else np.zeros((0, norm_size)),
+            EpisodeArrays.of([s.episode for s in states]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.last_ts)
+
+    def row(self, i: int) -> StreamState:
+        return StreamState(h=self.h[i], last_ts=int(self.last_ts[i]), episode=self.episode.row(i), norm=self.norm[i])
+
+    def take(self, index: np.ndarray) -> StateBatch:
+        return StateBatch(self.h[index], self.last_ts[index], self.norm[index], self.episode.take(index))
+
+    def put(self, index: np.ndarray, other: StateBatch) -> None:
+        self.h[index] = other.h
+        self.last_ts[index] = other.last_ts
+        self.norm[index] = other.norm
+        self.episode.put(index, other.episode)
+
+
+@dataclass
+class BatchScores:
+    """What ``step_batch`` found, in arrays; ``scored(i)`` is one event's full result (with the
+    explanation when anomalous) — built only for the events that need one, such as alerts."""
+
+    score: np.ndarray
+    surprise: np.ndarray
+    terms: np.ndarray
+    mean: np.ndarray
+    z: np.ndarray
+    y: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    values: Sequence[Mapping[str, float]]
+
+    def scored(self, detector: Detector, i: int, decision: Decision) -> Scored:
+        """Event ``i``'s full result, given its calibrated decision."""
+        explanation = None
+        if decision.anomalous:
+            explanation = detector.explain(
+                self.terms[i], self.mean[i], self.z[i], self.y[i], self.values[i], self.center[i], self.scale[i]
+            )
+        return Scored(
+            float(self.score[i]),
+            decision.probability,
+            decision.anomalous,
+            decision.alert,
+            decision.severity,
+            decision.episode,
+            explanation,
+            decision.rule,
+            float(self.surprise[i]),
+        )
 
 
 @dataclass
@@ -79,36 +149,64 @@ class Detector:
     def step(
         self, states: Sequence[StreamState], events: Sequence[tuple[int, Mapping[str, float]]]
     ) -> tuple[list[Scored], list[StreamState]]:
-        """One event for each of ``len(states)`` different streams; returns results and new states."""
+        """One event for each of ``len(states)`` different streams; returns results and new states.
+
+        Objects in, objects out, calibrated stream by stream: the cheapest form for a few streams
+        (``step_batch`` is the worker's, in arrays; the two decide alike — tested)."""
         if len(states) != len(events):
             raise ValueError(f"{len(states)} states for {len(events)} events")
         if not events:
             return [], []
         ts = np.array([t for t, _ in events], dtype=np.int64)
+        values = [v for _, v in events]
+        h = np.stack([s.h for s in states])
         last = np.array([s.last_ts for s in states], dtype=np.int64)
-        targets = self._targets(ts, [v for _, v in events], last)
-        norms = np.stack([s.norm for s in states]) if self.spec.stream_norm else np.zeros((len(states), 0))
-        y, center, scale, new_norms = self.spec.normalise_batch(targets, norms)
-        x = self.spec.inputs(y, ts)
-        h = torch.from_numpy(np.stack([s.h for s in states]))
-        with torch.inference_mode():
-            terms, mean, z, h_new = self.model.step(h, torch.from_numpy(x).float(), torch.from_numpy(y).float())
-        results = self._decide(
-            terms.numpy(),
-            mean.numpy(),
-            z.numpy(),
-            y,
-            center,
-            scale,
-            [s.episode for s in states],
-            [v for _, v in events],
-        )
-        h_out = h_new.numpy()
+        norms = np.stack([s.norm for s in states])
+        out, h_new, new_norms = self._forward(h, last, norms, ts, values)
+        cal = self.calibration
+        probabilities = cal.probabilities(out.score - np.array([cal.shift(s.episode) for s in states]))
+        results = [
+            out.scored(self, i, cal.advance(float(out.score[i]), float(probabilities[i]), s.episode))
+            for i, s in enumerate(states)
+        ]
         new_states = [
-            StreamState(h=h_out[i], last_ts=int(ts[i]), episode=states[i].episode, norm=new_norms[i])
-            for i in range(len(states))
+            StreamState(h=h_new[i], last_ts=int(ts[i]), episode=s.episode, norm=new_norms[i])
+            for i, s in enumerate(states)
         ]
         return results, new_states
+
+    def step_batch(
+        self, states: StateBatch, ts: np.ndarray, values: Sequence[Mapping[str, float]]
+    ) -> tuple[BatchScores, BatchDecision, StateBatch]:
+        """``step`` in arrays: one event (``ts[i]``, ``values[i]``) for each stream of ``states``.
+        The episode arrays of ``states`` are advanced in place; the returned batch holds them."""
+        out, h_new, new_norms = self._forward(states.h, states.last_ts, states.norm, ts, values)
+        cal = self.calibration
+        shifted = out.score - cal.shifts(states.episode)
+        decision = cal.advance_many(out.score, cal.probabilities(shifted), states.episode)
+        return out, decision, StateBatch(h_new, ts, new_norms, states.episode)
+
+    def _forward(
+        self,
+        h: np.ndarray,
+        last_ts: np.ndarray,
+        norms: np.ndarray,
+        ts: np.ndarray,
+        values: Sequence[Mapping[str, float]],
+    ) -> tuple[BatchScores, np.ndarray, np.ndarray]:
+        """The model's part of a step, before calibration: scores, new hidden states and statistics."""
+        targets = self._targets(ts, values, last_ts)
+        y, center, scale, new_norms = self.spec.normalise_batch(targets, norms)
+        x = self.spec.inputs(y, ts)
+        with torch.inference_mode():
+            terms_t, mean_t, z_t, h_new = self.model.step(
+                torch.from_numpy(h), torch.from_numpy(x).float(), torch.from_numpy(y).float()
+            )
+        terms, z = terms_t.numpy(), z_t.numpy()
+        scores = terms.astype(np.float64).sum(axis=1)
+        surprise = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
+        out = BatchScores(scores, surprise, terms, mean_t.numpy(), z, y, center, scale, values)
+        return out, h_new.numpy(), new_norms
 
     def score_sequence(
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState | None = None
@@ -129,19 +227,12 @@ class Detector:
                 torch.from_numpy(state.h).unsqueeze(0),
             )
         episode = state.episode
-        results = self._decide(
-            terms[0].numpy(),
-            mean[0].numpy(),
-            z[0].numpy(),
-            y,
-            center,
-            scale,
-            [episode] * len(events),
-            [v for _, v in events],
+        results = self._decide_sequence(
+            terms[0].numpy(), mean[0].numpy(), z[0].numpy(), y, center, scale, episode, [v for _, v in events]
         )
         return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode, norm=norm)
 
-    def _decide(
+    def _decide_sequence(
         self,
         terms: np.ndarray,
         mean: np.ndarray,
@@ -149,20 +240,17 @@ class Detector:
         y: np.ndarray,
         center: np.ndarray,
         scale: np.ndarray,
-        episodes: Sequence[EpisodeState],
+        episode: EpisodeState,
         values: Sequence[Mapping[str, float]],
     ) -> list[Scored]:
+        """One stream's events in order: each shift depends on the decisions before it."""
         scores = terms.astype(np.float64).sum(axis=1)
         surprises = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
         cal = self.calibration
-        sequential = len(episodes) > 1 and episodes[0] is episodes[-1]
-        if not sequential:  # different streams: every shift is known now, calibrate in one call
-            probabilities = cal.probabilities(scores - np.array([cal.shift(e) for e in episodes]))
         out = []
         for i, score in enumerate(scores):
-            # One stream: each shift depends on the decisions before it.
-            probability = cal.probability(score - cal.shift(episodes[i])) if sequential else probabilities[i]
-            decision = cal.advance(float(score), float(probability), episodes[i])
+            probability = cal.probability(score - cal.shift(episode))
+            decision = cal.advance(float(score), float(probability), episode)
             explanation = None
             if decision.anomalous:
                 explanation = self.explain(terms[i], mean[i], z[i], y[i], values[i], center[i], scale[i])

@@ -13,7 +13,6 @@ import functools
 import json
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,13 +29,15 @@ _MIN_TS_MS = 0
 _MAX_TS_MS = 7_258_118_400_000
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
+    """A valid event. A msgspec struct: the hot path decodes JSON straight into it, and msgspec
+    checks the types (bools are not numbers, numbers are finite) in C."""
+
     key: str
     ts: int  # epoch milliseconds, UTC
     values: dict[str, float]
     label: int | None = None
-    meta: dict[str, Any] | None = field(default=None)
+    meta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "ts": self.ts, "values": self.values}
@@ -129,17 +130,8 @@ def validate_event(
     return Event(key=key, ts=ts, values=clean, label=None if label is None else int(label), meta=meta)
 
 
-class _WireEvent(msgspec.Struct):
-    """The common shape of an event (epoch-ms ts, numeric values), typed so msgspec checks it in C."""
-
-    key: str
-    ts: int
-    values: dict[str, float]
-    label: int | None = None
-    meta: dict[str, Any] | None = None
-
-
-_WIRE = msgspec.json.Decoder(_WireEvent)
+# Only the common shape (an epoch-ms ts) decodes here; an ISO ts takes the slow path.
+_WIRE = msgspec.json.Decoder(Event)
 
 
 @functools.lru_cache(maxsize=64)
@@ -148,7 +140,7 @@ def _feature_set(names: tuple[str, ...]) -> frozenset[str]:
 
 
 def _as_set(names: Collection[str]) -> frozenset[str] | set[str]:
-    if isinstance(names, frozenset | set):
+    if type(names) is frozenset or type(names) is set:
         return names
     return _feature_set(names) if isinstance(names, tuple) else frozenset(names)
 
@@ -159,10 +151,10 @@ def _fast_decode(raw: bytes | str, features: Collection[str] | None, max_values:
     msgspec rejects bools as numbers, non-finite numbers and wrong types while decoding; what is
     left are the range checks."""
     try:
-        wire = _WIRE.decode(raw)
+        event = _WIRE.decode(raw)
     except msgspec.DecodeError:
         return None
-    key, ts, values, label = wire.key, wire.ts, wire.values, wire.label
+    key, ts, values, label = event.key, event.ts, event.values, event.label
     if not (
         0 < len(key) <= MAX_KEY_CHARS
         and _MIN_TS_MS <= ts <= _MAX_TS_MS
@@ -171,7 +163,7 @@ def _fast_decode(raw: bytes | str, features: Collection[str] | None, max_values:
         and (features is None or values.keys() == _as_set(features))
     ):
         return None
-    return Event(key=key, ts=ts, values=values, label=label, meta=wire.meta)
+    return event
 
 
 def decode_event(

@@ -1,12 +1,35 @@
-"""Graceful stop: SIGINT/SIGTERM set a flag that long loops check, so they finish cleanly."""
+"""Process-wide concerns of long runs: a graceful stop (SIGINT/SIGTERM set a flag that long loops
+check, so they finish cleanly) and a garbage collector tuned for batch work."""
 
 from __future__ import annotations
 
+import gc
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 
-__all__ = ["StopFlag"]
+__all__ = ["StopFlag", "batch_gc"]
+
+# Young collections every this many allocations (CPython's default is 700).
+_BATCH_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def batch_gc() -> Iterator[None]:
+    """While entered, what is alive now (models, libraries) is frozen out of the collector and young
+    collections run every 50,000 allocations instead of 700. A 5,000-event batch allocates tens of
+    thousands of short-lived objects that reference counting frees; the collector scanning them
+    over and over was ~30 % of the worker's hot path (py-spy)."""
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_BATCH_GC_THRESHOLD, previous[1], previous[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 class StopFlag:

@@ -2,9 +2,10 @@
 
 Per batch: decode every record (bad ones become dead letters with a reason); one state read for
 every stream in the batch; skip events whose offset is not newer than the stream's stored one
-(the effectively-once fence); one model step per wave (the i-th pending event of every stream,
-so a stream's events apply in order); alerts from the calibration's episodes. Nothing here
-writes: the worker produces, then writes the states, then commits.
+(the effectively-once fence); one model step per wave and kind (the i-th pending event of every
+stream, so a stream's events apply in order); alerts from the calibration's episodes. States
+stay in arrays from the MGET reply to the packed values: an object per stream cost more than the
+model. Nothing here writes: the worker produces, then writes the states, then commits.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from models.detector import Detector
 from pipeline.alerts import build_alert
 from pipeline.errors import InvalidEvent
 from pipeline.events import Event, decode_event
-from pipeline.state import StateStore, StoredState, pack_state, state_key, unpack_state
+from pipeline.state import StateStore, StoredBatch, pack_states, state_key, unpack_states
 
 __all__ = ["BatchOutcome", "BatchScorer", "DeadLetter", "Record"]
 
@@ -85,6 +88,7 @@ class BatchScorer:
         self.namespace = namespace
         self.max_event_bytes = max_event_bytes
         self.max_event_values = max_event_values
+        self._features = {kind: frozenset(d.spec.names) for kind, d in detectors.items()}
 
     def _decode(self, record: Record) -> tuple[str, Event]:
         kind = self.topic_kinds.get(record.topic)
@@ -94,7 +98,7 @@ class BatchScorer:
             raise InvalidEvent("empty value (tombstone)")
         event = decode_event(
             record.value,
-            features=self.detectors[kind].spec.names,
+            features=self._features[kind],
             max_bytes=self.max_event_bytes,
             max_values=self.max_event_values,
         )
@@ -117,64 +121,74 @@ class BatchScorer:
                 outcome.dead.append(DeadLetter(record, exc.reason))
                 continue
             redis_key = self.key_for(kind, event.key)
-            pending.setdefault(redis_key, _Pending(kind, event.key)).items.append((record, event))
+            group = pending.get(redis_key)
+            if group is None:
+                group = pending[redis_key] = _Pending(kind, event.key)
+            group.items.append((record, event))
         if not pending:
             return outcome
 
         keys = list(pending)
-        raw_states = await self.store.get_many(keys)
-        states: dict[str, StoredState] = {}
-        for redis_key, raw in zip(keys, raw_states, strict=True):
-            group = pending[redis_key]
-            detector = self.detectors[group.kind]
-            stored = unpack_state(raw, detector.model.hidden, detector.spec.norm_size) if raw is not None else None
-            if raw is not None and stored is None:
-                outcome.ignored_states += 1
-                logger.warning(
-                    "state %s has another layout or model size; starting the stream afresh",
-                    redis_key,
-                )
-            first = group.items[0][0]
-            if stored is not None and (
-                len(group.items) > 1 or (first.partition == stored.partition and first.offset <= stored.offset)
-            ):
-                # The fence: a stream lives in one partition, so its offsets only grow.
-                before = len(group.items)
-                group.items = [
-                    (r, e) for r, e in group.items if r.partition != stored.partition or r.offset > stored.offset
-                ]
-                outcome.fenced += before - len(group.items)
-            states[redis_key] = stored or StoredState(detector.new_state(), -1, -1)
-
-        # Wave i holds the i-th pending event of every stream that has one: one model call per kind.
-        waves: list[dict[str, list[str]]] = []
+        raw_states = dict(zip(keys, await self.store.get_many(keys), strict=True))
+        by_kind: dict[str, list[str]] = {}
         for redis_key, group in pending.items():
-            for i in range(len(group.items)):
-                if i == len(waves):
-                    waves.append({})
-                waves[i].setdefault(group.kind, []).append(redis_key)
-        for wave, by_kind in enumerate(waves):
-            for kind, redis_keys in by_kind.items():
-                detector = self.detectors[kind]
-                batch = [pending[k].items[wave] for k in redis_keys]
-                results, new_states = detector.step(
-                    [states[k].stream for k in redis_keys], [(e.ts, e.values) for _, e in batch]
-                )
-                for redis_key, (record, event), result, new in zip(redis_keys, batch, results, new_states, strict=True):
-                    states[redis_key] = StoredState(new, record.partition, record.offset)
-                    if result.alert:
-                        outcome.alerts.append(
-                            build_alert(
-                                event,
-                                result,
-                                detector,
-                                kind,
-                                record.topic,
-                                record.partition,
-                                record.offset,
-                            )
-                        )
-                outcome.scored += len(batch)
-        outcome.waves = len(waves)
-        outcome.states = {k: pack_state(states[k]) for k, g in pending.items() if g.items}
+            by_kind.setdefault(group.kind, []).append(redis_key)
+        for kind, kind_keys in by_kind.items():
+            states = self._advance(kind, kind_keys, [pending[k] for k in kind_keys], raw_states, outcome)
+            written = np.array([i for i, k in enumerate(kind_keys) if pending[k].items], dtype=np.intp)
+            packed = pack_states(
+                StoredBatch(states.states.take(written), states.partition[written], states.offset[written])
+            )
+            outcome.states.update(zip((kind_keys[i] for i in written), packed, strict=True))
         return outcome
+
+    def _advance(
+        self,
+        kind: str,
+        keys: list[str],
+        groups: list[_Pending],
+        raw_states: Mapping[str, bytes | None],
+        outcome: BatchOutcome,
+    ) -> StoredBatch:
+        """Apply every pending event of one kind's streams to their stored states, in arrays."""
+        detector = self.detectors[kind]
+        raws = [raw_states[k] for k in keys]
+        stored, usable = unpack_states(raws, detector.model.hidden, detector.spec.norm_size)
+        for i in np.flatnonzero(~usable & np.array([r is not None for r in raws], dtype=bool)):
+            outcome.ignored_states += 1
+            logger.warning("state %s has another layout or model size; starting the stream afresh", keys[i])
+        # The fence: a stream lives in one partition, so its offsets only grow. Only streams with a
+        # stored state and more than one event, or a first event not newer, need a look.
+        firsts = [g.items[0][0] for g in groups]
+        first_partition = np.array([r.partition for r in firsts], dtype=np.int64)
+        first_offset = np.array([r.offset for r in firsts], dtype=np.int64)
+        counts = np.array([len(g.items) for g in groups], dtype=np.int64)
+        suspect = usable & ((counts > 1) | ((first_partition == stored.partition) & (first_offset <= stored.offset)))
+        for i in np.flatnonzero(suspect):
+            group, partition, offset = groups[i], stored.partition[i], stored.offset[i]
+            before = len(group.items)
+            group.items = [(r, e) for r, e in group.items if r.partition != partition or r.offset > offset]
+            outcome.fenced += before - len(group.items)
+            counts[i] = len(group.items)
+
+        # Wave w holds the w-th pending event of every stream that has one: one model call each.
+        wave = 0
+        while (index := np.flatnonzero(counts > wave)).size:
+            batch = [groups[i].items[wave] for i in index]
+            states = stored.states.take(index)
+            scores, decision, new = detector.step_batch(
+                states, np.array([e.ts for _, e in batch], dtype=np.int64), [e.values for _, e in batch]
+            )
+            stored.states.put(index, new)
+            stored.partition[index] = [r.partition for r, _ in batch]
+            stored.offset[index] = [r.offset for r, _ in batch]
+            for j in np.flatnonzero(decision.alert):
+                record, event = batch[j]
+                result = scores.scored(detector, int(j), decision.decision(int(j)))
+                outcome.alerts.append(
+                    build_alert(event, result, detector, kind, record.topic, record.partition, record.offset)
+                )
+            outcome.scored += len(batch)
+            wave += 1
+        outcome.waves = max(outcome.waves, wave)
+        return stored

@@ -8,6 +8,7 @@ Redis Cluster hash tag so a stream's key always lands on one slot.
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from collections.abc import Sequence
@@ -18,8 +19,8 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from models.calibration import EpisodeState
-from models.detector import StreamState
+from models.calibration import EpisodeArrays, EpisodeState
+from models.detector import StateBatch, StreamState
 from pipeline.errors import StateStoreUnavailable
 
 __all__ = [
@@ -28,22 +29,24 @@ __all__ = [
     "RedisClusterStateStore",
     "RedisStateStore",
     "StateStore",
+    "StoredBatch",
     "StoredState",
     "make_store",
     "pack_state",
+    "pack_states",
     "state_key",
     "unpack_state",
+    "unpack_states",
 ]
 
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"GW"
 LAYOUT_VERSION = 4
-# magic, layout, hidden size, per-stream statistics size, partition, offset, last ts, count, open,
-# quiet, score mean, peak, recent score; then the hidden state (float16: the model rounds it to
-# float16 after every step, so this is lossless) and the statistics (float64). Layout 3 stored
-# float32 hidden states (318 B for 64; 190 B now: Redis puts it in a 224-byte allocation, not 384).
-_HEADER = struct.Struct("<2sBHHiqqqBHddd")
+# The layout: a header (_HEADER_FIELDS), then the hidden state (float16: the model rounds it to
+# float16 after every step, so this is lossless) and the per-stream statistics (float64). Layout 3
+# stored float32 hidden states (318 B for 64; 190 B now: Redis puts it in a 224-byte allocation,
+# not 384). One value per stream, one key: a write is atomic.
 
 
 @dataclass
@@ -59,7 +62,112 @@ class StoredState:
         return self.stream.episode.count
 
 
+@dataclass
+class StoredBatch:
+    """StoredState of several streams of one model, in arrays: what the worker reads and writes."""
+
+    states: StateBatch
+    partition: np.ndarray  # int64, -1 for a stream never stored
+    offset: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, stored: Sequence[StoredState], hidden: int, norm_size: int) -> StoredBatch:
+        return cls(
+            StateBatch.of([s.stream for s in stored], hidden, norm_size),
+            np.array([s.partition for s in stored], dtype=np.int64),
+            np.array([s.offset for s in stored], dtype=np.int64),
+        )
+
+    def row(self, i: int) -> StoredState:
+        return StoredState(self.states.row(i), int(self.partition[i]), int(self.offset[i]))
+
+
+# The header: (field, struct code, numpy type), little-endian and unpadded (62 bytes).
+_HEADER_FIELDS = (
+    ("magic", "2s", "S2"),
+    ("layout", "B", "u1"),
+    ("hidden", "H", "<u2"),
+    ("norm_size", "H", "<u2"),
+    ("partition", "i", "<i4"),
+    ("offset", "q", "<i8"),
+    ("last_ts", "q", "<i8"),
+    ("count", "q", "<i8"),
+    ("open", "B", "u1"),
+    ("quiet", "H", "<u2"),
+    ("score_mean", "d", "<f8"),
+    ("peak", "d", "<f8"),
+    ("recent", "d", "<f8"),
+)
+# One state at a time (the naive baseline, tests, tools): struct is the cheapest codec.
+_HEADER = struct.Struct("<" + "".join(code for _, code, _ in _HEADER_FIELDS))
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(hidden: int, norm_size: int) -> np.dtype:
+    """One packed state as a numpy record, so a whole MGET reply decodes in one call."""
+    return np.dtype(
+        [(name, numpy_type) for name, _, numpy_type in _HEADER_FIELDS]
+        + [("h", "<f2", (hidden,)), ("norm", "<f8", (norm_size,))]
+    )
+
+
+def pack_states(batch: StoredBatch) -> list[bytes]:
+    """One packed value per stream of ``batch``."""
+    states, episode = batch.states, batch.states.episode
+    hidden, norm_size = states.h.shape[1], states.norm.shape[1]
+    layout = _layout(hidden, norm_size)
+    records = np.zeros(len(states), dtype=layout)
+    records["magic"] = _MAGIC
+    records["layout"] = LAYOUT_VERSION
+    records["hidden"] = hidden
+    records["norm_size"] = norm_size
+    records["partition"] = batch.partition
+    records["offset"] = batch.offset
+    records["last_ts"] = states.last_ts
+    records["count"] = episode.count
+    records["open"] = episode.open
+    records["quiet"] = np.minimum(episode.quiet, 65535)
+    records["score_mean"] = episode.score_mean
+    records["peak"] = episode.peak
+    records["recent"] = episode.recent
+    records["h"] = states.h
+    records["norm"] = states.norm
+    raw, size = records.tobytes(), layout.itemsize
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def unpack_states(raws: Sequence[bytes | None], hidden: int, norm_size: int = 0) -> tuple[StoredBatch, np.ndarray]:
+    """The states in ``raws`` (an MGET reply), and which of them were usable. A missing value, or
+    one written by another layout or model size, gives a new stream's state (partition -1)."""
+    layout = _layout(hidden, norm_size)
+    prefix = _MAGIC + bytes([LAYOUT_VERSION])
+    usable = np.array([r is not None and len(r) == layout.itemsize and r.startswith(prefix) for r in raws], dtype=bool)
+    found = np.frombuffer(b"".join(r for r, ok in zip(raws, usable, strict=True) if ok and r), dtype=layout)
+    same_model = (found["hidden"] == hidden) & (found["norm_size"] == norm_size)
+    usable[usable] = same_model
+    found = found[same_model]
+    n = len(raws)
+    episode = EpisodeArrays.new(n)
+    states = StateBatch(
+        np.zeros((n, hidden), dtype=np.float32), np.full(n, -1, dtype=np.int64), np.zeros((n, norm_size)), episode
+    )
+    batch = StoredBatch(states, np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+    batch.partition[usable] = found["partition"]
+    batch.offset[usable] = found["offset"]
+    states.last_ts[usable] = found["last_ts"]
+    states.h[usable] = found["h"]
+    states.norm[usable] = found["norm"]
+    episode.count[usable] = found["count"]
+    episode.open[usable] = found["open"].astype(bool)
+    episode.quiet[usable] = found["quiet"]
+    episode.score_mean[usable] = found["score_mean"]
+    episode.peak[usable] = found["peak"]
+    episode.recent[usable] = found["recent"]
+    return batch, usable
+
+
 def pack_state(state: StoredState) -> bytes:
+    """``pack_states`` for one state (byte for byte the same)."""
     episode = state.stream.episode
     h = np.ascontiguousarray(state.stream.h, dtype="<f2")
     norm = np.ascontiguousarray(state.stream.norm, dtype="<f8")

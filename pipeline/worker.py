@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models.detector import Detector
 from pipeline.errors import KafkaUnavailable, ServiceUnavailable
 from pipeline.kafka import aiokafka_security
+from pipeline.lifecycle import batch_gc
 from pipeline.metrics import WorkerMetrics
 from pipeline.scoring import BatchOutcome, BatchScorer, Record
 from pipeline.settings import Settings
@@ -153,7 +154,8 @@ class Worker:
             await self._start_kafka()
             self._consumer.subscribe(self.topics, listener=_Rebalance(self))
             self.stats.started = time.perf_counter()
-            await self._loop(max_idle_s)
+            with batch_gc():
+                await self._loop(max_idle_s)
         finally:
             await self._shutdown(runner)
         return self.stats

@@ -6,15 +6,18 @@ import ast
 import copy
 import itertools
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.artifacts import ModelError, load_detector, save_detector, shipped_model_dir
-from models.calibration import Calibration, EpisodeState
-from models.detector import Detector
+from models.calibration import Calibration, EpisodeArrays, EpisodeState
+from models.detector import Detector, Scored, StateBatch, StreamState
 from models.evaluate import ScoredEvent, average_precision, evaluate
 from models.features import DEFAULT_SPECS, FeatureSpec
 from models.train import TrainConfig, train_detector
@@ -36,8 +39,20 @@ def streams_of(events: list[dict]) -> dict[str, list[tuple[int, dict]]]:
     return out
 
 
+def step_in_arrays(
+    detector: Detector, states: list[StreamState], events: list[tuple[int, dict]]
+) -> tuple[list[Scored], list[StreamState]]:
+    """``Detector.step``'s contract through ``step_batch`` (the worker's form)."""
+    batch = StateBatch.of(states, detector.model.hidden, detector.spec.norm_size)
+    ts = np.array([t for t, _ in events], dtype=np.int64)
+    scores, decision, new = detector.step_batch(batch, ts, [v for _, v in events])
+    results = [scores.scored(detector, i, decision.decision(i)) for i in range(len(events))]
+    return results, [new.row(i) for i in range(len(events))]
+
+
+@pytest.mark.parametrize("api", ["objects", "arrays"])
 @pytest.mark.parametrize("max_batch", [1, 3, 7, 64])
-def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: int) -> None:
+def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: int, api: str) -> None:
     events = list(NetworkGenerator(keys=9, seed=21, anomaly_rate=0.01).events(600))
     offline = {k: [r.score for r in detector.score_sequence(evs)[0]] for k, evs in streams_of(events).items()}
     offline_alerts = {
@@ -48,14 +63,17 @@ def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: 
     states = {k: detector.new_state() for k in offline}
     online: dict[str, list[float]] = defaultdict(list)
     online_alerts: dict[str, list[tuple[bool, bool, str | None]]] = defaultdict(list)
+    explained: dict[str, list[list[dict] | None]] = defaultdict(list)
     pending: list[dict] = []
 
     def flush() -> None:
         keys = [e["key"] for e in pending]
-        results, new = detector.step([states[k] for k in keys], [(e["ts"], e["values"]) for e in pending])
+        step = detector.step if api == "objects" else partial(step_in_arrays, detector)
+        results, new = step([states[k] for k in keys], [(e["ts"], e["values"]) for e in pending])
         for k, r, s in zip(keys, results, new, strict=True):
             online[k].append(r.score)
             online_alerts[k].append((r.anomalous, r.alert, r.episode))
+            explained[k].append(r.explanation)
             states[k] = s
         pending.clear()
 
@@ -67,6 +85,7 @@ def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: 
     for key in offline:
         np.testing.assert_allclose(online[key], offline[key], rtol=1e-4, atol=1e-4)
         assert online_alerts[key] == offline_alerts[key]
+        assert [e is not None for e in explained[key]] == [a for a, _, _ in online_alerts[key]]
     assert any(a for flags in offline_alerts.values() for _, a, _ in flags)
 
 
@@ -158,6 +177,31 @@ def test_an_incident_is_one_alert() -> None:
     assert [d.episode for d in decisions].count("open") == 2
     assert [d.episode for d in decisions].count("resolve") == 2
     assert decisions[10].alert and not decisions[11].alert
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(0.0, 40.0), min_size=1, max_size=60), min_size=1, max_size=6),
+    st.floats(1.0, 8.0),
+)
+def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], sustain_h: float) -> None:
+    """The worker advances many streams' episodes in arrays; every decision and every state field
+    must equal the scalar path's, stream by stream (the crash-replay and step = sequence
+    guarantees rest on it)."""
+    cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-2, warmup=3, cooldown=4)
+    cal.sustain_h = sustain_h
+    scalar = [EpisodeState() for _ in streams]
+    arrays = EpisodeArrays.new(len(streams))
+    for t in range(max(len(s) for s in streams)):
+        live = np.array([i for i, s in enumerate(streams) if t < len(s)])
+        scores = np.array([streams[i][t] for i in live])
+        batch = arrays.take(live)
+        got = cal.advance_many(scores, cal.probabilities(scores - cal.shifts(batch)), batch)
+        arrays.put(live, batch)
+        for j, i in enumerate(live):
+            want = cal.decide(float(scores[j]), scalar[i])
+            assert got.decision(j) == want
+            assert arrays.row(i) == scalar[i]
 
 
 def test_no_alerts_during_warmup() -> None:

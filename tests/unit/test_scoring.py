@@ -8,11 +8,22 @@ from collections import defaultdict
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.artifacts import load_detector, shipped_model_dir
-from models.detector import Detector
+from models.calibration import EpisodeState
+from models.detector import Detector, StreamState
 from pipeline.scoring import BatchScorer, Record
-from pipeline.state import MemoryStateStore, StoredState, pack_state, unpack_state
+from pipeline.state import (
+    MemoryStateStore,
+    StoredBatch,
+    StoredState,
+    pack_state,
+    pack_states,
+    unpack_state,
+    unpack_states,
+)
 from producers.network import NetworkGenerator
 
 TOPIC = "events.network"
@@ -152,8 +163,6 @@ def test_every_bad_input_becomes_a_dead_letter(detector: Detector) -> None:
 
 
 def test_state_packing_with_stream_statistics() -> None:
-    from models.detector import StreamState
-
     state = StreamState(h=np.ones(4, dtype=np.float32), last_ts=7, norm=np.array([3.0, 1.5, -2.0, 0.25, 4.0]))
     back = unpack_state(pack_state(StoredState(state, 0, 1)), 4, norm_size=5)
     assert back is not None
@@ -186,6 +195,56 @@ def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> Non
     assert unpack_state(raw, detector.model.hidden + 1) is None  # another model size
     assert unpack_state(b"XX" + raw[2:], detector.model.hidden) is None  # another format
     assert unpack_state(raw[:-4], detector.model.hidden) is None  # truncated
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**9),  # count
+            st.floats(-50, 50),  # score mean
+            st.booleans(),
+            st.integers(0, 10**6),  # quiet (stored capped at 65,535)
+            st.integers(-1, 2**31 - 1),  # partition
+            st.integers(-1, 2**62),  # offset
+            st.sampled_from([None, "ok", "short", "foreign"]),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from([0, 9]),
+)
+def test_batched_state_codec_is_the_single_one(rows: list[tuple], norm_size: int) -> None:
+    """The worker packs and unpacks whole batches in arrays; every value must be byte for byte what
+    the one-state codec writes, and every value it rejects the one-state codec rejects too."""
+    rng = np.random.default_rng(len(rows))
+    stored, raws = [], []
+    for count, mean, is_open, quiet, partition, offset, form in rows:
+        episode = EpisodeState(count, mean, is_open, quiet, float(rng.random()), float(rng.normal()))
+        h = rng.normal(size=8).astype(np.float16).astype(np.float32)
+        state = StoredState(
+            StreamState(h, int(rng.integers(0, 2**40)), episode, rng.normal(size=norm_size)), partition, offset
+        )
+        stored.append(state)
+        raw = pack_state(state)
+        raws.append({None: None, "ok": raw, "short": raw[:-2], "foreign": b"XX" + raw[2:]}[form])
+    assert pack_states(StoredBatch.of(stored, 8, norm_size)) == [pack_state(s) for s in stored]
+    batch, usable = unpack_states(raws, 8, norm_size)
+    for i, raw in enumerate(raws):
+        single = unpack_state(raw, 8, norm_size) if raw is not None else None
+        assert usable[i] == (single is not None)
+        if single is None:
+            assert (batch.partition[i], batch.offset[i], batch.states.last_ts[i]) == (-1, -1, -1)
+            continue
+        got = batch.row(i)
+        assert (got.partition, got.offset, got.stream.last_ts) == (
+            single.partition,
+            single.offset,
+            single.stream.last_ts,
+        )
+        assert got.stream.episode == single.stream.episode
+        np.testing.assert_array_equal(got.stream.h, single.stream.h)
+        np.testing.assert_array_equal(got.stream.norm, single.stream.norm)
+    assert unpack_states(raws, 9, norm_size)[1].sum() == 0  # another model size: nothing usable
 
 
 def test_foreign_state_is_ignored_and_replaced(detector: Detector) -> None:

@@ -7,7 +7,9 @@ average of surprise against the long-term distribution of that average — both 
 exponentially weighted statistics, so the state is a handful of floats and everything is online.
 Two additions from the same detector family:
 
-- a *spatial* check: a value outside every value the stream has shown so far scores 1.0 at once;
+- a *spatial* check: a value outside every value the stream has shown so far scores 1.0 at once —
+  once per excursion: while a stream keeps setting new extremes (a trend, a ramp), it scores 1.0
+  again only after ``spatial_quiet`` events inside its range;
 - a red filter: only the first of consecutive near-certain scores stays near-certain, so one
   incident is one top score rather than a plateau of them.
 
@@ -41,6 +43,7 @@ class LikelihoodState:
     mean: float = 0.0  # long-term mean and variance of that average
     var: float = 0.0
     prev_red: bool = False
+    outside_at: int = -(10**9)  # the last event that was outside the range seen before it
     low: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per-feature range seen so far
     high: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -51,6 +54,7 @@ class AnomalyLikelihood:
     short_alpha: float = 0.2  # ~ the last 10 events
     long_alpha: float = 1 / 2000  # the slowest weight of the long-term statistics
     spatial: bool = True
+    spatial_quiet: int = 20  # events inside the range before an excursion scores 1.0 again
 
     def new_state(self, features: int) -> LikelihoodState:
         return LikelihoodState(low=np.full(features, np.inf), high=np.full(features, -np.inf))
@@ -65,7 +69,9 @@ class AnomalyLikelihood:
             if self.spatial:  # before any value the span is infinite: nothing is out of range
                 span = state.high - state.low
                 if bool(np.any((x > state.high) | (x < state.low)) and np.all(np.isfinite(span))):
-                    score = 1.0
+                    if state.count - state.outside_at > self.spatial_quiet:
+                        score = 1.0
+                    state.outside_at = state.count
         state.count += 1
         weight = max(1.0 / state.count, self.long_alpha)
         delta = state.short - state.mean

@@ -44,6 +44,19 @@ def test_a_value_outside_the_seen_range_scores_one() -> None:
     assert AnomalyLikelihood(spatial=False).score_series(surprise, values)[900] < 1.0
 
 
+def test_an_excursion_scores_one_once() -> None:
+    """A ramp past the range sets a new extreme every event: one top score for it, not fifty; a new
+    excursion after the stream has been back in range scores again."""
+    surprise, values = _noise(1200)
+    top = values[:900, 0].max()
+    values[900:950, 0] = top + np.linspace(0.1, 5.0, 50)
+    values[950:1100, 0] = values[:150, 0]
+    values[1100, 0] = top + 10.0
+    scores = AnomalyLikelihood(spatial_quiet=20).score_series(surprise, values)
+    assert scores[900] == 1.0 and np.all(scores[901:950] < 1.0)
+    assert scores[1100] == 1.0
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.floats(0, 1e6), min_size=1, max_size=400), st.integers(0, 50))
 def test_scores_are_in_the_unit_interval_and_stepwise_equals_series(surprise: list[float], learning: int) -> None:

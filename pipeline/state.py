@@ -35,6 +35,7 @@ __all__ = [
     "pack_state",
     "pack_states",
     "state_key",
+    "state_key_prefix",
     "unpack_state",
     "unpack_states",
 ]
@@ -206,8 +207,13 @@ def unpack_state(raw: bytes, hidden: int, norm_size: int = 0) -> StoredState | N
     return StoredState(StreamState(h=h, last_ts=last_ts, episode=episode, norm=norm), partition, offset)
 
 
+def state_key_prefix(namespace: str, model: str, kind: str) -> str:
+    return f"gw:{namespace}:{model}:{kind}:"
+
+
 def state_key(namespace: str, model: str, kind: str, stream_key: str) -> str:
-    return f"gw:{namespace}:{model}:{kind}:{{{stream_key}}}"
+    """The stream key sits in a hash tag: one stream, one Redis Cluster slot."""
+    return f"{state_key_prefix(namespace, model, kind)}{{{stream_key}}}"
 
 
 class StateStore(Protocol):

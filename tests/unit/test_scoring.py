@@ -21,6 +21,7 @@ from pipeline.state import (
     StoredState,
     pack_state,
     pack_states,
+    state_key,
     unpack_state,
     unpack_states,
 )
@@ -254,3 +255,10 @@ def test_foreign_state_is_ignored_and_replaced(detector: Detector) -> None:
     store.data[scorer.key_for("network", events[0]["key"])] = b"old layout"
     outcome = run(scorer.process(records_of(events)))
     assert outcome.ignored_states == 1 and outcome.scored == 5
+
+
+def test_the_scorer_keys_states_by_the_state_key_contract(detector: Detector) -> None:
+    scorer = BatchScorer({"network": detector}, {TOPIC: "network"}, MemoryStateStore(), namespace="ns")
+    assert scorer.key_for("network", "10.0.0.1>10.0.0.2:80") == state_key(
+        "ns", detector.ident, "network", "10.0.0.1>10.0.0.2:80"
+    )

@@ -420,14 +420,16 @@ def bench_faust(settings: Settings, events: int, log: Callable[[str], None]) -> 
     }
 
 
+# Latency first: it measures a steady load, and after the worker part the broker is still
+# deleting that part's 400,000-event topics (p99 149 ms alone, 348-619 ms right after it).
 PARTS: dict[str, Callable[[Settings, int, Callable[[str], None]], dict[str, Any]]] = {
-    "worker": bench_worker,
     "latency": bench_latency,
+    "worker": bench_worker,
     "model": bench_model,
     "replay": bench_replay,
     "faust": bench_faust,
 }
-QUICK_PARTS = ["worker", "latency", "model", "replay"]
+QUICK_PARTS = ["latency", "worker", "model", "replay"]
 
 
 def run_bench(settings: Settings, parts: list[str], events: int, log: Callable[[str], None]) -> dict[str, Any]:

@@ -94,7 +94,13 @@ class Calibration:
                 if state.count > warmup:
                     lifts.append(state.recent - state.score_mean)
         if len(lifts) >= 1000:
-            cal.sustain_h = float(np.quantile(lifts, 1 - far * _SUSTAIN_SHARE))
+            # The lift normal streams pass at rate far × share lies far past the data (1 in 200,000
+            # events at the defaults): an exponential tail over the top 1 % extrapolates to it, where
+            # the empirical quantile would just be the largest lift seen.
+            lift = np.asarray(lifts)
+            q99 = float(np.quantile(lift, 0.99))
+            excess = max(float(np.mean(lift[lift >= q99] - q99)), 1e-3)
+            cal.sustain_h = q99 + excess * math.log(0.01 / (far * _SUSTAIN_SHARE))
             cal.__post_init__()
         return cal
 

@@ -28,6 +28,8 @@ _DAY_MS = 86_400_000
 _NORM_ALPHA = 0.005
 _VAR_FLOOR = 1e-6
 _Z_CLIP = 50.0
+# A feature that has shown one value this many events in a row is stuck (stuck_targets).
+STUCK_RUN = 3
 
 
 def _forward(kind: str, x: np.ndarray) -> np.ndarray:
@@ -57,6 +59,12 @@ class FeatureSpec:
     # Per-stream running statistics instead of one normalisation for all streams: for kinds whose
     # streams live on unrelated scales (NAB's: CPU %, request counts, temperatures).
     stream_norm: bool = False
+    # A predicted column per feature: 1 once it has repeated one value STUCK_RUN events in a row.
+    # A stuck channel does; a live one with any noise never does, so the model learns to expect
+    # 0, and a stuck channel costs likelihood like any other surprise (and its explanation names
+    # it). The GRU cannot see exact repeats by itself: its state holds float16, not a reading to
+    # four decimals. Costs two floats per feature of stream state (last value, run length).
+    stuck_targets: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -68,8 +76,8 @@ class FeatureSpec:
 
     @property
     def n_targets(self) -> int:
-        """Predicted columns: every feature plus the time gap."""
-        return len(self.names) + 1
+        """Predicted columns: every feature (and its stuck flag, with stuck_targets), then the time gap."""
+        return len(self.names) * (2 if self.stuck_targets else 1) + 1
 
     @property
     def n_inputs(self) -> int:
@@ -77,7 +85,8 @@ class FeatureSpec:
 
     @property
     def target_names(self) -> tuple[str, ...]:
-        return (*self.names, "gap_s")
+        stuck = tuple(f"{name}_stuck" for name in self.names) if self.stuck_targets else ()
+        return (*self.names, *stuck, "gap_s")
 
     @property
     def fitted(self) -> bool:
@@ -101,7 +110,8 @@ class FeatureSpec:
         return np.log1p(np.maximum(gaps_s, 0.0))
 
     def targets(self, values: Sequence[Mapping[str, float]], gaps_s: np.ndarray) -> np.ndarray:
-        """Transformed features and gap, shape (n, n_targets), before normalisation."""
+        """Transformed features and gap, shape (n, features + 1), before normalisation (the stuck
+        flags, which depend on the stream's past, are added by ``normalise_batch``)."""
         return np.concatenate([self.transform_values(values), self.gap_column(gaps_s)[:, None]], axis=1)
 
     def fit(self, targets: np.ndarray) -> None:
@@ -111,11 +121,20 @@ class FeatureSpec:
         self.mean = [float(v) for v in targets.mean(axis=0)]
         # A constant column gets unit scale rather than a division by zero.
         self.std = [float(s) if s > 1e-6 else 1.0 for s in targets.std(axis=0)]
+        if self.stuck_targets:  # flags stay 0/1: no shift, unit scale
+            n = len(self.names)
+            self.mean[n:n] = [0.0] * n
+            self.std[n:n] = [1.0] * n
+
+    @property
+    def _stats_size(self) -> int:
+        return 1 + 2 * self.n_targets if self.stream_norm else 0
 
     @property
     def norm_size(self) -> int:
-        """Floats of per-stream statistics a stream state carries (0 without stream_norm)."""
-        return 1 + 2 * self.n_targets if self.stream_norm else 0
+        """Floats of per-stream memory a stream state carries: running statistics (stream_norm),
+        then each feature's last value and how many events in a row it has held it (stuck_targets)."""
+        return self._stats_size + (2 * len(self.names) if self.stuck_targets else 0)
 
     def new_norm(self) -> np.ndarray:
         return np.zeros(self.norm_size, dtype=np.float64)
@@ -128,6 +147,18 @@ class FeatureSpec:
         Returns the normalised targets, the centre and scale used (for turning predictions back
         into raw units) and the streams' updated statistics.
         """
+        if not self.stuck_targets:
+            return self._normalise_stats(targets, norms)
+        n, stats = len(self.names), self._stats_size
+        values, last, run = targets[:, :n], norms[:, stats : stats + n], norms[:, stats + n :]
+        run = np.where((run > 0) & (values == last), run + 1.0, 1.0)  # run 0: no value yet
+        full = np.concatenate([values, (run >= STUCK_RUN).astype(np.float64), targets[:, n:]], axis=1)
+        y, center, scale, new_stats = self._normalise_stats(full, norms[:, :stats])
+        return y, center, scale, np.concatenate([new_stats, values, run], axis=1)
+
+    def _normalise_stats(
+        self, targets: np.ndarray, norms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not self.stream_norm:
             center = np.broadcast_to(np.asarray(self.mean), targets.shape)
             scale = np.broadcast_to(np.asarray(self.std), targets.shape)
@@ -149,7 +180,7 @@ class FeatureSpec:
         self, targets: np.ndarray, norm: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One stream's events in order (L, T): what ``normalise_batch`` gives event by event."""
-        if not self.stream_norm:
+        if not self.stream_norm and not self.stuck_targets:
             y, center, scale, _ = self.normalise_batch(targets, norm[None, :])
             return y, center, scale, norm
         ys, centers, scales = [], [], []
@@ -172,7 +203,7 @@ class FeatureSpec:
         center = np.asarray(self.mean) if center is None else center
         scale = np.asarray(self.std) if scale is None else scale
         transformed = normalised * scale + center
-        out = np.empty_like(transformed)
+        out = transformed.copy()  # stuck flags stay as they are
         for j, kind in enumerate(self.transforms):
             out[..., j] = _inverse(kind, transformed[..., j])
         out[..., -1] = np.expm1(transformed[..., -1])
@@ -211,5 +242,6 @@ DEFAULT_SPECS: dict[str, FeatureSpec] = {
         ("temperature", "pressure", "vibration", "current"),
         ("identity",) * 4,
         calendar=True,
+        stuck_targets=True,
     ),
 }

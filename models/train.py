@@ -105,6 +105,20 @@ def _choose_sustain_rule(detector: Detector, calibration: Calibration, val: Mapp
     return calibration if quality(calibration) >= quality(without) else without
 
 
+# Events this close after a labelled one are not calibration material: the model's state still
+# carries the incident (a stuck channel's flag has just dropped), so they score like its tail.
+_AFTERMATH = 10
+
+
+def _settled(events: StreamData) -> list[bool]:
+    """Per event: normal, and at least _AFTERMATH events past the stream's last labelled one."""
+    out, since = [], _AFTERMATH
+    for e in events:
+        since = 0 if e[2] == 1 else since + 1
+        out.append(since > _AFTERMATH)
+    return out
+
+
 def train_detector(
     spec: FeatureSpec,
     data: Mapping[str, StreamData],
@@ -178,9 +192,16 @@ def train_detector(
     for key in val_keys:
         results, _ = detector.score_sequence([(e[0], e[1]) for e in data[key]])
         normal_scores.extend(
-            r.score for i, (r, e) in enumerate(zip(results, data[key], strict=True)) if i >= config.warmup and e[2] != 1
+            r.score
+            for i, (r, e, settled) in enumerate(zip(results, data[key], _settled(data[key]), strict=True))
+            if i >= config.warmup and settled
         )
+
+    # The sustained-lift threshold is a far tail of a per-stream statistic: it takes every normal
+    # stream there is (training streams too; a GRU this size barely overfits them).
+    for key in keys:
         if not any(e[2] == 1 for e in data[key]):
+            results, _ = detector.score_sequence([(e[0], e[1]) for e in data[key]])
             normal_streams.append([r.score for r in results])
     calibration = Calibration.fit(normal_scores, config.far, config.warmup, config.cooldown, streams=normal_streams)
     detector.calibration = _choose_sustain_rule(detector, calibration, {k: data[k] for k in val_keys})

@@ -89,6 +89,38 @@ def test_step_equals_sequence_whatever_the_batch(detector: Detector, max_batch: 
     assert any(a for flags in offline_alerts.values() for _, a, _ in flags)
 
 
+def test_a_stuck_channel_is_a_target_alike_online_and_offline() -> None:
+    spec = copy.deepcopy(DEFAULT_SPECS["sensor"])
+    assert spec.stuck_targets and spec.target_names[4:8] == tuple(f"{n}_stuck" for n in spec.names)
+    rng = np.random.default_rng(0)
+    values = [{n: float(rng.normal(10, 1)) for n in spec.names} for _ in range(14)]
+    for v in values[5:10]:
+        v["pressure"] = values[4]["pressure"]  # one value from event 4 to 9
+    targets = spec.targets(values, np.ones(len(values)))
+    spec.fit(targets)
+    offline, _, _, after = spec.normalise_sequence(targets, spec.new_norm())
+    norms, online = spec.new_norm()[None, :], []
+    for t in range(len(values)):
+        y, _, _, norms = spec.normalise_batch(targets[t : t + 1], norms)
+        online.append(y[0])
+    np.testing.assert_array_equal(np.array(online), offline)
+    np.testing.assert_array_equal(after, norms[0])  # the run carries into the next call
+    flags = offline[:, 4:8]
+    stuck = spec.names.index("pressure")
+    assert flags[:, stuck].tolist() == [0.0] * 6 + [1.0] * 4 + [0.0] * 4  # from the third repeat on
+    assert np.delete(flags, stuck, axis=1).sum() == 0
+
+
+def test_calibration_leaves_out_each_incident_and_its_aftermath() -> None:
+    from models.train import _AFTERMATH, _settled
+
+    labels = [0] * 5 + [1] * 3 + [0] * (_AFTERMATH + 3)
+    settled = _settled([(i, {}, label) for i, label in enumerate(labels)])
+    assert settled[:5] == [True] * 5
+    assert not any(settled[5 : 8 + _AFTERMATH])  # the incident and the events right after it
+    assert settled[8 + _AFTERMATH :] == [True] * 3
+
+
 def test_state_carries_across_calls(detector: Detector) -> None:
     evs = streams_of(list(SensorGenerator(keys=1, seed=2).events(200)))
     (only,) = evs.values()

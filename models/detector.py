@@ -83,6 +83,23 @@ class BatchScores:
     scale: np.ndarray
     values: Sequence[Mapping[str, float]]
 
+    @classmethod
+    def of(
+        cls,
+        terms: np.ndarray,
+        mean: np.ndarray,
+        z: np.ndarray,
+        y: np.ndarray,
+        center: np.ndarray,
+        scale: np.ndarray,
+        values: Sequence[Mapping[str, float]],
+    ) -> BatchScores:
+        """From the model's per-target terms: the score is their sum; the surprise the length of
+        the whitened residual without the time gap."""
+        score = terms.astype(np.float64).sum(axis=1)
+        surprise = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
+        return cls(score, surprise, terms, mean, z, y, center, scale, values)
+
     def scored(self, detector: Detector, i: int, decision: Decision) -> Scored:
         """Event ``i``'s full result, given its calibrated decision."""
         explanation = None
@@ -202,10 +219,7 @@ class Detector:
             terms_t, mean_t, z_t, h_new = self.model.step(
                 torch.from_numpy(h), torch.from_numpy(x).float(), torch.from_numpy(y).float()
             )
-        terms, z = terms_t.numpy(), z_t.numpy()
-        scores = terms.astype(np.float64).sum(axis=1)
-        surprise = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
-        out = BatchScores(scores, surprise, terms, mean_t.numpy(), z, y, center, scale, values)
+        out = BatchScores.of(terms_t.numpy(), mean_t.numpy(), z_t.numpy(), y, center, scale, values)
         return out, h_new.numpy(), new_norms
 
     def score_sequence(
@@ -227,47 +241,18 @@ class Detector:
                 torch.from_numpy(state.h).unsqueeze(0),
             )
         episode = state.episode
-        results = self._decide_sequence(
-            terms[0].numpy(), mean[0].numpy(), z[0].numpy(), y, center, scale, episode, [v for _, v in events]
-        )
+        out = BatchScores.of(terms[0].numpy(), mean[0].numpy(), z[0].numpy(), y, center, scale, [v for _, v in events])
+        results = self._decide_sequence(out, episode)
         return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode, norm=norm)
 
-    def _decide_sequence(
-        self,
-        terms: np.ndarray,
-        mean: np.ndarray,
-        z: np.ndarray,
-        y: np.ndarray,
-        center: np.ndarray,
-        scale: np.ndarray,
-        episode: EpisodeState,
-        values: Sequence[Mapping[str, float]],
-    ) -> list[Scored]:
+    def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
-        scores = terms.astype(np.float64).sum(axis=1)
-        surprises = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
         cal = self.calibration
-        out = []
-        for i, score in enumerate(scores):
+        results = []
+        for i, score in enumerate(out.score):
             probability = cal.probability(score - cal.shift(episode))
-            decision = cal.advance(float(score), float(probability), episode)
-            explanation = None
-            if decision.anomalous:
-                explanation = self.explain(terms[i], mean[i], z[i], y[i], values[i], center[i], scale[i])
-            out.append(
-                Scored(
-                    float(score),
-                    decision.probability,
-                    decision.anomalous,
-                    decision.alert,
-                    decision.severity,
-                    decision.episode,
-                    explanation,
-                    decision.rule if decision.anomalous else None,
-                    float(surprises[i]),
-                )
-            )
-        return out
+            results.append(out.scored(self, i, cal.advance(float(score), float(probability), episode)))
+        return results
 
     def explain(
         self,

@@ -59,6 +59,12 @@ class Calibration:
     warmup: int = 10
     cooldown: int = 20
     sustain_h: float = math.inf  # lift of recent over long-run scores that is anomalous (inf: off)
+    # One calibration per feature term (None: off). An outlier in one feature is diluted in the
+    # sum of all terms; each term also gets its own tail, and an event's probability is the
+    # smaller of the sum's and the rarest term's (Bonferroni: times the number of terms, over
+    # term_share of the false-alarm budget).
+    terms: list[Calibration] | None = None
+    term_share: float = 0.5
 
     def __post_init__(self) -> None:
         # Arrays once: np.interp on lists converts them on every call (the hot path's cost).
@@ -119,6 +125,15 @@ class Calibration:
     def probability(self, score: float) -> float:
         """P(S ≥ score) for a normal event."""
         return float(self.probabilities(np.array([score]))[0])
+
+    def event_probabilities(self, shifted_scores: np.ndarray, terms: np.ndarray) -> np.ndarray:
+        """Each event's tail probability: of its (shifted) score, or of its rarest feature term
+        (``terms``: (events, features)), whichever is smaller."""
+        probability = self.probabilities(shifted_scores)
+        if self.terms:
+            rarest = np.min([c.probabilities(terms[:, j]) for j, c in enumerate(self.terms)], axis=0)
+            probability = np.minimum(probability, rarest * len(self.terms) / self.term_share)
+        return probability
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """P(S ≥ s) for each score, vectorised."""
@@ -240,6 +255,7 @@ class Calibration:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         if not math.isfinite(out["sustain_h"]):
             out["sustain_h"] = None  # JSON has no infinity
+        out["terms"] = [t.to_dict() for t in self.terms] if self.terms else None
         return out
 
     @classmethod
@@ -247,6 +263,8 @@ class Calibration:
         fields = dict(data)
         if fields.get("sustain_h") is None:
             fields["sustain_h"] = math.inf
+        if fields.get("terms"):
+            fields["terms"] = [Calibration.from_dict(t) for t in fields["terms"]]
         return cls(**fields)
 
 

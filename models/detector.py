@@ -181,7 +181,8 @@ class Detector:
         norms = np.stack([s.norm for s in states])
         out, h_new, new_norms = self._forward(h, last, norms, ts, values)
         cal = self.calibration
-        probabilities = cal.probabilities(out.score - np.array([cal.shift(s.episode) for s in states]))
+        shifts = np.array([cal.shift(s.episode) for s in states])
+        probabilities = cal.event_probabilities(out.score - shifts, out.terms)
         results = [
             out.scored(self, i, cal.advance(float(out.score[i]), float(probabilities[i]), s.episode))
             for i, s in enumerate(states)
@@ -200,7 +201,7 @@ class Detector:
         out, h_new, new_norms = self._forward(states.h, states.last_ts, states.norm, ts, values)
         cal = self.calibration
         shifted = out.score - cal.shifts(states.episode)
-        decision = cal.advance_many(out.score, cal.probabilities(shifted), states.episode)
+        decision = cal.advance_many(out.score, cal.event_probabilities(shifted, out.terms), states.episode)
         return out, decision, StateBatch(h_new, ts, new_norms, states.episode)
 
     def _forward(
@@ -229,6 +230,19 @@ class Detector:
         state = state or self.new_state()
         if not events:
             return [], state
+        out, h_last, norm = self._sequence_forward(events, state)
+        results = self._decide_sequence(out, state.episode)
+        return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
+
+    def sequence_terms(self, events: Sequence[tuple[int, Mapping[str, float]]]) -> np.ndarray:
+        """The per-feature NLL terms (events, targets) of one stream from a fresh state (calibration)."""
+        return (
+            self._sequence_forward(events, self.new_state())[0].terms if events else np.zeros((0, self.spec.n_targets))
+        )
+
+    def _sequence_forward(
+        self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState
+    ) -> tuple[BatchScores, np.ndarray, np.ndarray]:
         ts = np.array([t for t, _ in events], dtype=np.int64)
         last = np.concatenate([[state.last_ts], ts[:-1]])
         targets = self._targets(ts, [v for _, v in events], last)
@@ -240,17 +254,15 @@ class Detector:
                 torch.from_numpy(y).float().unsqueeze(0),
                 torch.from_numpy(state.h).unsqueeze(0),
             )
-        episode = state.episode
         out = BatchScores.of(terms[0].numpy(), mean[0].numpy(), z[0].numpy(), y, center, scale, [v for _, v in events])
-        results = self._decide_sequence(out, episode)
-        return results, StreamState(h=h_last[0].numpy().copy(), last_ts=int(ts[-1]), episode=episode, norm=norm)
+        return out, h_last[0].numpy().copy(), norm
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
         cal = self.calibration
         results = []
         for i, score in enumerate(out.score):
-            probability = cal.probability(score - cal.shift(episode))
+            (probability,) = cal.event_probabilities(np.array([score - cal.shift(episode)]), out.terms[i : i + 1])
             results.append(out.scored(self, i, cal.advance(float(score), float(probability), episode)))
         return results
 

@@ -82,12 +82,17 @@ def _mean_nll(model: GRUDetector, streams: list[_Arrays]) -> float:
     return total / max(count, 1.0)
 
 
-def _choose_sustain_rule(detector: Detector, calibration: Calibration, val: Mapping[str, StreamData]) -> Calibration:
-    """Keep the sustained-lift rule only if it finds incidents better on the labelled validation
-    streams (harmonic mean of incident recall and alert precision); unlabelled data keeps it."""
-    if not math.isfinite(calibration.sustain_h) or not any(e[2] == 1 for events in val.values() for e in events):
+def _choose_rule(
+    detector: Detector, calibration: Calibration, off: Mapping[str, Any], val: Mapping[str, StreamData]
+) -> Calibration:
+    """Keep a rule (the sustained lift, the per-feature terms) only if it finds incidents better on
+    the labelled validation streams (harmonic mean of incident recall and alert precision) than
+    the calibration with ``off`` applied; unlabelled data keeps it."""
+    if not any(e[2] == 1 for events in val.values() for e in events):
         return calibration
-    without = Calibration.from_dict({**calibration.to_dict(), "sustain_h": None})
+    without = Calibration.from_dict({**calibration.to_dict(), **off})
+    if without.to_dict() == calibration.to_dict():  # the rule is off already
+        return calibration
 
     def quality(candidate: Calibration) -> float:
         detector.calibration = candidate
@@ -188,14 +193,14 @@ def train_detector(
     placeholder = Calibration.fit([float(i) for i in range(100)], far=config.far)
     detector = Detector(spec, model, placeholder, name, version)
     normal_scores: list[float] = []
+    normal_terms: list[np.ndarray] = []
     normal_streams: list[list[float]] = []
     for key in val_keys:
-        results, _ = detector.score_sequence([(e[0], e[1]) for e in data[key]])
-        normal_scores.extend(
-            r.score
-            for i, (r, e, settled) in enumerate(zip(results, data[key], _settled(data[key]), strict=True))
-            if i >= config.warmup and settled
-        )
+        events = [(e[0], e[1]) for e in data[key]]
+        keep = np.array([i >= config.warmup and ok for i, ok in enumerate(_settled(data[key]))], dtype=bool)
+        per_event = detector.sequence_terms(events)
+        normal_terms.append(per_event[keep])
+        normal_scores.extend(per_event.astype(np.float64).sum(axis=1)[keep].tolist())
 
     # The sustained-lift threshold is a far tail of a per-stream statistic: it takes every normal
     # stream there is (training streams too; a GRU this size barely overfits them).
@@ -204,7 +209,11 @@ def train_detector(
             results, _ = detector.score_sequence([(e[0], e[1]) for e in data[key]])
             normal_streams.append([r.score for r in results])
     calibration = Calibration.fit(normal_scores, config.far, config.warmup, config.cooldown, streams=normal_streams)
-    detector.calibration = _choose_sustain_rule(detector, calibration, {k: data[k] for k in val_keys})
+    by_term = np.concatenate(normal_terms).astype(np.float64)
+    calibration.terms = [Calibration.fit(list(by_term[:, j]), config.far) for j in range(by_term.shape[1])]
+    val = {k: data[k] for k in val_keys}
+    calibration = _choose_rule(detector, calibration, {"terms": None}, val)
+    detector.calibration = _choose_rule(detector, calibration, {"sustain_h": None}, val)
     report = {
         "epochs": epochs_run,
         "best_val_nll": round(best_val, 4),

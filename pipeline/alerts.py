@@ -36,8 +36,9 @@ def build_alert(
         "threshold": round(detector.calibration.threshold, 4),
         "probability": result.probability,
         "severity": result.severity,
-        # "score": this event's score passed the threshold; "sustained": the stream's recent
-        # scores stayed above its usual level (a slow fault), so the score may be below it.
+        # "score": this event's score (or one feature's term) passed its threshold; "sustained":
+        # the stream's recent scores stayed above its usual level (a slow fault), so the score
+        # may be below it.
         "rule": result.rule,
         "model": detector.ident,
         "explanation": result.explanation or [],

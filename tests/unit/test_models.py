@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
+import json
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -234,6 +235,23 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
             want = cal.decide(float(scores[j]), scalar[i])
             assert got.decision(j) == want
             assert arrays.row(i) == scalar[i]
+
+
+def test_an_outlier_in_one_feature_is_not_diluted_by_the_others() -> None:
+    rng = np.random.default_rng(0)
+    normal_terms = rng.normal(0, 1, size=(5000, 4))
+    cal = Calibration.fit(list(normal_terms.sum(axis=1)), far=1e-3)
+    event = np.array([[6.0, 0.0, 0.0, 0.0]])  # 6 sigma in one term, a plain total
+    assert cal.event_probabilities(event.sum(axis=1), event)[0] >= 1e-3
+    cal.terms = [Calibration.fit(list(normal_terms[:, j]), far=1e-3) for j in range(4)]
+    assert cal.event_probabilities(event.sum(axis=1), event)[0] < 1e-3
+    ordinary = normal_terms[:1000]
+    flagged = cal.event_probabilities(ordinary.sum(axis=1), ordinary) < 1e-3
+    assert flagged.mean() < 0.01  # normal events stay near the false-alarm budget
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again.terms is not None and len(again.terms) == 4
+    total = event.sum(axis=1)
+    assert again.event_probabilities(total, event)[0] == cal.event_probabilities(total, event)[0]
 
 
 def test_no_alerts_during_warmup() -> None:

@@ -88,7 +88,8 @@ class AnomalyLikelihood:
         if red and state.prev_red:
             likelihood = _DEMOTED
         state.prev_red = red
-        return math.log(1.0000000001 - likelihood) / _LOG_BASE
+        # Log scale as Numenta's; a likelihood of 0 would give -4e-12: clamp to the unit interval.
+        return min(1.0, max(0.0, math.log(1.0000000001 - likelihood) / _LOG_BASE))
 
     def score_series(self, surprises: Sequence[float], values: np.ndarray) -> np.ndarray:
         """One stream, in order: ``values`` is (events, features)."""

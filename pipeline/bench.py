@@ -155,13 +155,6 @@ def _model_dirs(settings: Settings) -> dict[str, Path]:
     return {str(kind): path for kind, path in settings.model_dirs.items()}
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _naive(
     settings: Settings,
     detectors: dict[str, Any],
@@ -232,7 +225,6 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         if many.events != total:
             raise RuntimeError(f"{processes} worker processes read {many.events} of {total} events")
         worker_eps = total / (many.last_batch - many.first_record)
-        rss = _rss_mb()
         client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
         keys = [k for _, k in zip(range(300), client.scan_iter(match=f"gw:{namespace}:*", count=1000), strict=False)]
         per_stream = sum(client.memory_usage(k, samples=0) or 0 for k in keys) / max(len(keys), 1)
@@ -261,7 +253,8 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         "worker_batches": many.batches,
         "redis_bytes_per_stream": round(per_stream, 1),
         "state_value_bytes": value_bytes,
-        "worker_rss_mb": round(rss, 1),
+        # Peak RSS of one `gruwatch worker` process (the largest of the --processes run).
+        "worker_rss_mb": round(many.peak_rss_mb, 1),
     }
 
 

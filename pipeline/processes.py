@@ -111,4 +111,5 @@ def combined(stats: list[WorkerStats]) -> WorkerStats:
     total.started = min(started, default=0.0)
     total.first_record = min(firsts, default=0.0)
     total.last_batch = max((s.last_batch for s in stats), default=0.0)
+    total.peak_rss_mb = max((s.peak_rss_mb for s in stats), default=0.0)  # per process, not summed
     return total

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections import Counter
@@ -60,6 +61,7 @@ class WorkerStats:
     started: float = 0.0
     first_record: float = 0.0  # perf_counter when the first batch arrived
     last_batch: float = 0.0  # perf_counter when the last batch was committed
+    peak_rss_mb: float = 0.0  # the process's peak resident memory when the worker stopped
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -158,6 +160,7 @@ class Worker:
                 await self._loop(max_idle_s)
         finally:
             await self._shutdown(runner)
+            self.stats.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         return self.stats
 
     async def _start_kafka(self) -> None:

@@ -130,10 +130,16 @@ class Calibration:
         """Each event's tail probability: of its (shifted) score, or of its rarest feature term
         (``terms``: (events, features)), whichever is smaller."""
         probability = self.probabilities(shifted_scores)
-        if self.terms:
-            rarest = np.min([c.probabilities(terms[:, j]) for j, c in enumerate(self.terms)], axis=0)
-            probability = np.minimum(probability, rarest * len(self.terms) / self.term_share)
-        return probability
+        by_term = self.term_probabilities(terms)
+        return probability if by_term is None else np.minimum(probability, by_term)
+
+    def term_probabilities(self, terms: np.ndarray) -> np.ndarray | None:
+        """The rarest feature term's tail probability per event, Bonferroni-scaled (None: rule off).
+        It does not depend on the stream's shift, so a sequence computes it once."""
+        if not self.terms:
+            return None
+        rarest = np.min([c.probabilities(terms[:, j]) for j, c in enumerate(self.terms)], axis=0)
+        return np.asarray(rarest * len(self.terms) / self.term_share)
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """P(S ≥ s) for each score, vectorised."""
@@ -293,7 +299,8 @@ class EpisodeArrays:
 
     @classmethod
     def new(cls, size: int) -> EpisodeArrays:
-        return cls.of([EpisodeState()] * size)
+        """``size`` new streams' states (every MGET reply makes one: no object per stream)."""
+        return cls.of([EpisodeState()]).take(np.zeros(size, dtype=np.intp))
 
     @classmethod
     def of(cls, states: Sequence[EpisodeState]) -> EpisodeArrays:

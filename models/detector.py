@@ -234,11 +234,10 @@ class Detector:
         results = self._decide_sequence(out, state.episode)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
 
-    def sequence_terms(self, events: Sequence[tuple[int, Mapping[str, float]]]) -> np.ndarray:
-        """The per-feature NLL terms (events, targets) of one stream from a fresh state (calibration)."""
-        return (
-            self._sequence_forward(events, self.new_state())[0].terms if events else np.zeros((0, self.spec.n_targets))
-        )
+    def sequence_scores(self, events: Sequence[tuple[int, Mapping[str, float]]]) -> BatchScores:
+        """One stream's scores and per-feature terms from a fresh state, before calibration (what
+        calibrating takes; ``events`` must not be empty)."""
+        return self._sequence_forward(events, self.new_state())[0]
 
     def _sequence_forward(
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState
@@ -260,10 +259,13 @@ class Detector:
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
         cal = self.calibration
+        by_term = cal.term_probabilities(out.terms)
         results = []
         for i, score in enumerate(out.score):
-            (probability,) = cal.event_probabilities(np.array([score - cal.shift(episode)]), out.terms[i : i + 1])
-            results.append(out.scored(self, i, cal.advance(float(score), float(probability), episode)))
+            probability = cal.probability(score - cal.shift(episode))
+            if by_term is not None:
+                probability = min(probability, float(by_term[i]))
+            results.append(out.scored(self, i, cal.advance(float(score), probability, episode)))
         return results
 
     def explain(

@@ -194,20 +194,19 @@ def train_detector(
     detector = Detector(spec, model, placeholder, name, version)
     normal_scores: list[float] = []
     normal_terms: list[np.ndarray] = []
-    normal_streams: list[list[float]] = []
     for key in val_keys:
-        events = [(e[0], e[1]) for e in data[key]]
         keep = np.array([i >= config.warmup and ok for i, ok in enumerate(_settled(data[key]))], dtype=bool)
-        per_event = detector.sequence_terms(events)
-        normal_terms.append(per_event[keep])
-        normal_scores.extend(per_event.astype(np.float64).sum(axis=1)[keep].tolist())
+        scored = detector.sequence_scores([(e[0], e[1]) for e in data[key]])
+        normal_terms.append(scored.terms[keep])
+        normal_scores.extend(scored.score[keep].tolist())
 
     # The sustained-lift threshold is a far tail of a per-stream statistic: it takes every normal
     # stream there is (training streams too; a GRU this size barely overfits them).
-    for key in keys:
-        if not any(e[2] == 1 for e in data[key]):
-            results, _ = detector.score_sequence([(e[0], e[1]) for e in data[key]])
-            normal_streams.append([r.score for r in results])
+    normal_streams = [
+        detector.sequence_scores([(e[0], e[1]) for e in data[key]]).score.tolist()
+        for key in keys
+        if not any(e[2] == 1 for e in data[key])
+    ]
     calibration = Calibration.fit(normal_scores, config.far, config.warmup, config.cooldown, streams=normal_streams)
     by_term = np.concatenate(normal_terms).astype(np.float64)
     calibration.terms = [Calibration.fit(list(by_term[:, j]), config.far) for j in range(by_term.shape[1])]

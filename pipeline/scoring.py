@@ -21,7 +21,7 @@ from models.detector import Detector
 from pipeline.alerts import build_alert
 from pipeline.errors import InvalidEvent
 from pipeline.events import Event, decode_event
-from pipeline.state import StateStore, StoredBatch, pack_states, state_key_prefix, unpack_states
+from pipeline.state import StateStore, StoredBatch, pack_states, prefixed_state_key, state_key_prefix, unpack_states
 
 __all__ = ["BatchOutcome", "BatchScorer", "DeadLetter", "Record"]
 
@@ -109,7 +109,7 @@ class BatchScorer:
         return kind, event
 
     def key_for(self, kind: str, stream_key: str) -> str:
-        return f"{self._key_prefixes[kind]}{{{stream_key}}}"  # = state_key(...), without rebuilding the prefix
+        return prefixed_state_key(self._key_prefixes[kind], stream_key)  # the prefix is built once
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
         outcome = BatchOutcome()

@@ -34,6 +34,7 @@ __all__ = [
     "make_store",
     "pack_state",
     "pack_states",
+    "prefixed_state_key",
     "state_key",
     "state_key_prefix",
     "unpack_state",
@@ -211,9 +212,13 @@ def state_key_prefix(namespace: str, model: str, kind: str) -> str:
     return f"gw:{namespace}:{model}:{kind}:"
 
 
-def state_key(namespace: str, model: str, kind: str, stream_key: str) -> str:
+def prefixed_state_key(prefix: str, stream_key: str) -> str:
     """The stream key sits in a hash tag: one stream, one Redis Cluster slot."""
-    return f"{state_key_prefix(namespace, model, kind)}{{{stream_key}}}"
+    return f"{prefix}{{{stream_key}}}"
+
+
+def state_key(namespace: str, model: str, kind: str, stream_key: str) -> str:
+    return prefixed_state_key(state_key_prefix(namespace, model, kind), stream_key)
 
 
 class StateStore(Protocol):

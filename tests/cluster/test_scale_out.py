@@ -7,11 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.settings import Settings
-from tests.integration.test_worker import EVENTS, group_members, stream_topic  # noqa: F401  (fixture)
+from tests.integration.test_worker import EVENTS, stream_topic  # noqa: F401  (fixture)
 from tests.integration.worker_helpers import (
     WorkerEnv,
     assert_same_states,
     committed,
+    group_members,
     produce_events,
     read_states,
     wait_for,

@@ -25,6 +25,7 @@ from tests.integration.worker_helpers import (
     WorkerEnv,
     assert_same_states,
     committed,
+    group_members,
     produce_events,
     read_states,
     read_topic,
@@ -258,14 +259,6 @@ def test_second_worker_joins_mid_stream(
     assert per_worker[0] > half and per_worker[1] > 0, per_worker  # both did part of the work
     assert sum(per_worker) == EVENTS
     assert_same_states(read_states(env.redis_url, env.namespace), ref_states)
-
-
-def group_members(settings: Settings, group: str) -> int:
-    from pipeline import kafka
-
-    with kafka.admin(settings) as client:
-        described = client.describe_groups([group])[group]
-    return len(described["members"]) if described["group_state"] == "Stable" else -1
 
 
 def test_processes_share_the_partitions_and_the_work(

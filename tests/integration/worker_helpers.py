@@ -81,6 +81,13 @@ def committed(settings: Settings, group: str, topic: str) -> int:
     return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0)
 
 
+def group_members(settings: Settings, group: str) -> int:
+    """Members of the consumer group once it is stable (-1 while it rebalances)."""
+    with kafka.admin(settings) as client:
+        described = client.describe_groups([group])[group]
+    return len(described["members"]) if described["group_state"] == "Stable" else -1
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

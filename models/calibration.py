@@ -339,7 +339,7 @@ _EPISODE_FIELDS = ("count", "score_mean", "open", "quiet", "peak", "recent")
 
 @dataclass
 class BatchDecision:
-    """Decisions for one event of each of several streams, in arrays."""
+    """Decisions for several events, in arrays."""
 
     probability: np.ndarray
     anomalous: np.ndarray
@@ -347,6 +347,17 @@ class BatchDecision:
     severity: np.ndarray  # index into SEVERITY_NAMES, -1 when not anomalous
     episode: np.ndarray  # index into EPISODE_NAMES, -1 for none
     sustained: np.ndarray  # anomalous by the sustained-lift rule
+
+    @classmethod
+    def empty(cls, size: int) -> BatchDecision:
+        """Room for ``size`` events' decisions (filled wave by wave with ``put``)."""
+        flags = np.zeros(size, dtype=bool)
+        index = np.full(size, -1, dtype=np.int64)
+        return cls(np.ones(size), flags, flags.copy(), index, index.copy(), flags.copy())
+
+    def put(self, index: np.ndarray, other: BatchDecision) -> None:
+        for name in ("probability", "anomalous", "alert", "severity", "episode", "sustained"):
+            getattr(self, name)[index] = getattr(other, name)
 
     def decision(self, i: int) -> Decision:
         severity, episode = int(self.severity[i]), int(self.episode[i])

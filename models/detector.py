@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Severity
 from models.features import FeatureSpec
-from models.gru import GRUDetector
+from models.gru import GRUDetector, GRUScorer
 
 __all__ = ["BatchScores", "Detector", "Scored", "StateBatch", "StreamState"]
 
@@ -148,6 +147,7 @@ class Detector:
     ) -> None:
         self.spec = spec
         self.model = model.eval()
+        self.scorer = GRUScorer(model)  # the weights as they are now: scoring never trains
         self.calibration = calibration
         self.name = name
         self.version = version
@@ -194,15 +194,66 @@ class Detector:
         return results, new_states
 
     def step_batch(
-        self, states: StateBatch, ts: np.ndarray, values: Sequence[Mapping[str, float]]
+        self,
+        states: StateBatch,
+        ts: np.ndarray,
+        values: Sequence[Mapping[str, float]],
+        counts: np.ndarray | None = None,
     ) -> tuple[BatchScores, BatchDecision, StateBatch]:
-        """``step`` in arrays: one event (``ts[i]``, ``values[i]``) for each stream of ``states``.
-        The episode arrays of ``states`` are advanced in place; the returned batch holds them."""
-        out, h_new, new_norms = self._forward(states.h, states.last_ts, states.norm, ts, values)
+        """``step`` in arrays, for runs of events: stream ``s`` of ``states`` has ``counts[s]`` (≥ 1;
+        default 1) events, in order; the events (``ts``, ``values``) are stream after stream.
+        Returns every event's scores and decision, in that order, and the streams' new states.
+
+        Features, the input projection, the prediction head and the per-feature tail
+        probabilities run once over all events; only what carries from one event of a stream to
+        the next (the recurrence, per-stream statistics, episodes) steps wave by wave, the w-th
+        event of every stream that has one. ``states`` is left as it was."""
+        size = len(states)
+        counts = np.ones(size, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+        if int(counts.sum()) != len(ts) or (size and counts.min() < 1):
+            raise ValueError(f"counts {counts.tolist()[:10]} do not cover {len(ts)} events")
+        starts = np.cumsum(counts) - counts
+        # Longest runs first: the streams with a w-th event are then a prefix of the batch.
+        order = np.argsort(-counts, kind="stable")
+        first_of = starts[order]
+        longest = int(counts.max()) if size else 0
+        active = np.searchsorted(-counts[order], -np.arange(1, longest + 1), side="right")
+        waves = [first_of[: active[w]] + w for w in range(longest)]
+        batch = states.take(order)
+
+        previous = np.empty(len(ts), dtype=np.int64)
+        previous[1:] = ts[:-1]
+        previous[starts] = states.last_ts
+        targets = self._targets(ts, values, previous)
+        spec = self.spec
+        if spec.sequential_norm:
+            n_targets = spec.n_targets
+            y, center, scale = (np.empty((len(ts), n_targets)) for _ in range(3))
+            for index in waves:
+                prefix = slice(0, len(index))
+                y[index], center[index], scale[index], batch.norm[prefix] = spec.normalise_batch(
+                    targets[index], batch.norm[prefix]
+                )
+        else:
+            y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
+        terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
+        out = BatchScores.of(terms, mean, z, y, center, scale, values)
+
         cal = self.calibration
-        shifted = out.score - cal.shifts(states.episode)
-        decision = cal.advance_many(out.score, cal.event_probabilities(shifted, out.terms), states.episode)
-        return out, decision, StateBatch(h_new, ts, new_norms, states.episode)
+        by_term = cal.term_probabilities(out.terms)
+        decision = BatchDecision.empty(len(ts))
+        for index in waves:
+            rows = np.arange(len(index))
+            episode = batch.episode.take(rows)
+            probability = cal.probabilities(out.score[index] - cal.shifts(episode))
+            if by_term is not None:
+                probability = np.minimum(probability, by_term[index])
+            decision.put(index, cal.advance_many(out.score[index], probability, episode))
+            batch.episode.put(rows, episode)
+        batch.last_ts = ts[starts + counts - 1][order]
+        back = np.empty_like(order)
+        back[order] = np.arange(size)
+        return out, decision, batch.take(back)
 
     def _forward(
         self,
@@ -216,12 +267,8 @@ class Detector:
         targets = self._targets(ts, values, last_ts)
         y, center, scale, new_norms = self.spec.normalise_batch(targets, norms)
         x = self.spec.inputs(y, ts)
-        with torch.inference_mode():
-            terms_t, mean_t, z_t, h_new = self.model.step(
-                torch.from_numpy(h), torch.from_numpy(x).float(), torch.from_numpy(y).float()
-            )
-        out = BatchScores.of(terms_t.numpy(), mean_t.numpy(), z_t.numpy(), y, center, scale, values)
-        return out, h_new.numpy(), new_norms
+        terms, mean, z, h_new = self.scorer.step(h, x, y)
+        return BatchScores.of(terms, mean, z, y, center, scale, values), h_new, new_norms
 
     def score_sequence(
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState | None = None
@@ -247,14 +294,8 @@ class Detector:
         targets = self._targets(ts, [v for _, v in events], last)
         y, center, scale, norm = self.spec.normalise_sequence(targets, state.norm)
         x = self.spec.inputs(y, ts)
-        with torch.inference_mode():
-            terms, mean, z, h_last = self.model.sequence(
-                torch.from_numpy(x).float().unsqueeze(0),
-                torch.from_numpy(y).float().unsqueeze(0),
-                torch.from_numpy(state.h).unsqueeze(0),
-            )
-        out = BatchScores.of(terms[0].numpy(), mean[0].numpy(), z[0].numpy(), y, center, scale, [v for _, v in events])
-        return out, h_last[0].numpy().copy(), norm
+        terms, mean, z, h_last = self.scorer.sequence(x, y, state.h)
+        return BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events]), h_last, norm
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""

@@ -127,6 +127,12 @@ class FeatureSpec:
             self.std[n:n] = [1.0] * n
 
     @property
+    def sequential_norm(self) -> bool:
+        """Whether normalising an event depends on the stream's earlier events (its running
+        statistics, its stuck-value runs): then a stream's events normalise one after another."""
+        return self.stream_norm or self.stuck_targets
+
+    @property
     def _stats_size(self) -> int:
         return 1 + 2 * self.n_targets if self.stream_norm else 0
 

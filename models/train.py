@@ -76,7 +76,7 @@ def _mean_nll(model: GRUDetector, streams: list[_Arrays]) -> float:
     with torch.inference_mode():
         for start in range(0, len(streams), 256):
             x, y, m = _batch(streams[start : start + 256])
-            terms, _, _, _ = model.sequence(x, y, exact_state=False)
+            terms, _, _, _ = model.sequence(x, y)
             total += float((terms.sum(-1) * m).sum())
             count += float(m.sum())
     return total / max(count, 1.0)
@@ -166,7 +166,7 @@ def train_detector(
                 )
                 if float(mc.sum()) == 0:
                     continue
-                terms, _, _, h_last = model.sequence(xc, yc, h, exact_state=False)
+                terms, _, _, h_last = model.sequence(xc, yc, h)
                 loss = (terms.sum(-1) * mc).sum() / mc.sum()
                 optimiser.zero_grad()
                 loss.backward()  # type: ignore[no-untyped-call]

@@ -37,16 +37,13 @@ class WorkerJob:
     idle_exit: float | None = None
 
 
-def _child(job: WorkerJob, index: int, threads: int, ready: Any, results: Connection) -> None:
+def _child(job: WorkerJob, index: int, ready: Any, results: Connection) -> None:
     import asyncio
-
-    import torch
 
     from pipeline.modeling import load_worker_models
     from pipeline.worker import Worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
-    torch.set_num_threads(threads)
     settings = job.settings
     if settings.http_port:
         settings = settings.model_copy(update={"http_port": settings.http_port + index})
@@ -62,13 +59,12 @@ def _child(job: WorkerJob, index: int, threads: int, ready: Any, results: Connec
 def run_processes(job: WorkerJob, processes: int) -> list[WorkerStats]:
     """Run ``processes`` workers to the end (stopped, or idle for ``job.idle_exit``); their stats."""
     context = multiprocessing.get_context("spawn")  # no forked torch or event-loop state
-    threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
     children: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
     ready = context.Barrier(processes)
     for index in range(processes):
         receive, send = context.Pipe(duplex=False)
         child = context.Process(
-            target=_child, args=(job, index, threads, ready, send), name=f"gruwatch-worker-{index}", daemon=False
+            target=_child, args=(job, index, ready, send), name=f"gruwatch-worker-{index}", daemon=False
         )
         child.start()
         send.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -23,25 +23,43 @@ from pipeline.errors import InvalidEvent
 from pipeline.events import Event, decode_event
 from pipeline.state import StateStore, StoredBatch, pack_states, prefixed_state_key, state_key_prefix, unpack_states
 
-__all__ = ["BatchOutcome", "BatchScorer", "DeadLetter", "Record"]
+__all__ = ["BatchOutcome", "BatchScorer", "DeadLetter", "KafkaRecord", "Record"]
 
 logger = logging.getLogger(__name__)
 
 
+class KafkaRecord(Protocol):
+    """What the scorer reads of a consumed record: aiokafka's ConsumerRecord as it comes (the
+    worker makes no object of its own per record) or a ``Record``."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...  # the record's Kafka timestamp (producer create time), epoch ms
+
+
 class Record(NamedTuple):
-    """One consumed Kafka record (a named tuple: the worker makes thousands per batch)."""
+    """A consumed record made by hand (tests, tools)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int = 0  # the record's Kafka timestamp (producer create time)
+    timestamp: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    record: Record
+    record: KafkaRecord
     reason: str
 
     def headers(self) -> list[tuple[str, bytes]]:
@@ -68,7 +86,7 @@ class BatchOutcome:
 class _Pending:
     kind: str
     stream_key: str
-    items: list[tuple[Record, Event]] = field(default_factory=list)
+    items: list[tuple[KafkaRecord, Event]] = field(default_factory=list)
 
 
 class BatchScorer:
@@ -90,7 +108,7 @@ class BatchScorer:
         self._features = {kind: frozenset(d.spec.names) for kind, d in detectors.items()}
         self._key_prefixes = {kind: state_key_prefix(namespace, d.ident, kind) for kind, d in detectors.items()}
 
-    def _decode(self, record: Record) -> tuple[str, Event]:
+    def _decode(self, record: KafkaRecord) -> tuple[str, Event]:
         kind = self.topic_kinds.get(record.topic)
         if kind is None or kind not in self.detectors:
             raise InvalidEvent(f"no model for topic {record.topic!r}")
@@ -111,7 +129,7 @@ class BatchScorer:
     def key_for(self, kind: str, stream_key: str) -> str:
         return prefixed_state_key(self._key_prefixes[kind], stream_key)  # the prefix is built once
 
-    async def process(self, records: Sequence[Record]) -> BatchOutcome:
+    async def process(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
         pending: dict[str, _Pending] = {}
         for record in records:
@@ -140,6 +158,11 @@ class BatchScorer:
                 StoredBatch(states.states.take(written), states.partition[written], states.offset[written])
             )
             outcome.states.update(zip((kind_keys[i] for i in written), packed, strict=True))
+        if len(outcome.alerts) > 1:  # found stream by stream; published in the order events came
+            position = {(r.topic, r.partition, r.offset): i for i, r in enumerate(records)}
+            outcome.alerts.sort(
+                key=lambda a: position[a["source"]["topic"], a["source"]["partition"], a["source"]["offset"]]
+            )
         return outcome
 
     def _advance(
@@ -171,17 +194,21 @@ class BatchScorer:
             outcome.fenced += before - len(group.items)
             counts[i] = len(group.items)
 
-        # Wave w holds the w-th pending event of every stream that has one: one model call each.
-        wave = 0
-        while (index := np.flatnonzero(counts > wave)).size:
-            batch = [groups[i].items[wave] for i in index]
-            states = stored.states.take(index)
+        # Every pending event of these streams in one call, stream after stream (the detector
+        # steps the w-th event of every stream together: a stream's events apply in order).
+        live = np.flatnonzero(counts > 0)
+        if live.size:
+            batch = [item for i in live for item in groups[i].items]
             scores, decision, new = detector.step_batch(
-                states, np.array([e.ts for _, e in batch], dtype=np.int64), [e.values for _, e in batch]
+                stored.states.take(live),
+                np.array([e.ts for _, e in batch], dtype=np.int64),
+                [e.values for _, e in batch],
+                counts[live],
             )
-            stored.states.put(index, new)
-            stored.partition[index] = [r.partition for r, _ in batch]
-            stored.offset[index] = [r.offset for r, _ in batch]
+            stored.states.put(live, new)
+            last = np.cumsum(counts[live]) - 1
+            stored.partition[live] = [batch[j][0].partition for j in last]
+            stored.offset[live] = [batch[j][0].offset for j in last]
             for j in np.flatnonzero(decision.alert):
                 record, event = batch[j]
                 result = scores.scored(detector, int(j), decision.decision(int(j)))
@@ -189,6 +216,5 @@ class BatchScorer:
                     build_alert(event, result, detector, kind, record.topic, record.partition, record.offset)
                 )
             outcome.scored += len(batch)
-            wave += 1
-        outcome.waves = max(outcome.waves, wave)
+        outcome.waves = max(outcome.waves, int(counts.max(initial=0)))
         return stored

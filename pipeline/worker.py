@@ -36,9 +36,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models.detector import Detector
 from pipeline.errors import KafkaUnavailable, ServiceUnavailable
 from pipeline.kafka import aiokafka_security
-from pipeline.lifecycle import batch_gc
+from pipeline.lifecycle import batch_gc, single_math_thread
 from pipeline.metrics import WorkerMetrics
-from pipeline.scoring import BatchOutcome, BatchScorer, Record
+from pipeline.scoring import BatchOutcome, BatchScorer, KafkaRecord
 from pipeline.settings import Settings
 from pipeline.state import StateStore, make_store
 
@@ -156,7 +156,7 @@ class Worker:
             await self._start_kafka()
             self._consumer.subscribe(self.topics, listener=_Rebalance(self))
             self.stats.started = time.perf_counter()
-            with batch_gc():
+            with batch_gc(), single_math_thread():
                 await self._loop(max_idle_s)
         finally:
             await self._shutdown(runner)
@@ -200,11 +200,7 @@ class Worker:
             batches = await self._consumer.getmany(
                 timeout_ms=self.settings.batch_max_wait_ms, max_records=self.settings.batch_size
             )
-            records = [
-                Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
-                for tp, messages in batches.items()
-                for m in messages
-            ]
+            records: list[KafkaRecord] = [m for messages in batches.values() for m in messages]
             if not records:
                 self._update_lag()
                 if max_idle_s is not None and time.monotonic() - last_record >= max_idle_s:
@@ -220,7 +216,7 @@ class Worker:
                     self.stats.last_batch = time.perf_counter()
             self._update_lag()
 
-    async def _process_with_retry(self, records: list[Record]) -> bool:
+    async def _process_with_retry(self, records: list[KafkaRecord]) -> bool:
         delay = _BACKOFF_START_S
         while True:
             try:
@@ -246,7 +242,7 @@ class Worker:
         self.metrics.healthy.set(0)
         self.metrics.retries.labels(cause).inc()
 
-    async def _process(self, records: list[Record]) -> None:
+    async def _process(self, records: list[KafkaRecord]) -> None:
         started = time.perf_counter()
         outcome = await self.scorer.process(records)
         scored_at = time.perf_counter()
@@ -256,7 +252,7 @@ class Worker:
         finished = time.perf_counter()
         if self.latencies is not None:
             now_ms = time.time() * 1000
-            self.latencies.extend(now_ms - r.timestamp_ms for r in records)
+            self.latencies.extend(now_ms - r.timestamp for r in records)
         self._account(records, outcome, scored_at - started, finished - write_started, finished - started)
 
     async def _publish(self, outcome: BatchOutcome) -> None:
@@ -300,7 +296,7 @@ class Worker:
 
     def _account(
         self,
-        records: list[Record],
+        records: list[KafkaRecord],
         outcome: BatchOutcome,
         step_s: float,
         write_s: float,

@@ -108,9 +108,9 @@ class BatchScorer:
         self._features = {kind: frozenset(d.spec.names) for kind, d in detectors.items()}
         self._key_prefixes = {kind: state_key_prefix(namespace, d.ident, kind) for kind, d in detectors.items()}
 
-    def _decode(self, record: KafkaRecord) -> tuple[str, Event]:
-        kind = self.topic_kinds.get(record.topic)
-        if kind is None or kind not in self.detectors:
+    def _decode(self, record: KafkaRecord, kind: str | None) -> Event:
+        """The record's event, or InvalidEvent with the reason (``kind``: its topic's, if any)."""
+        if kind is None:
             raise InvalidEvent(f"no model for topic {record.topic!r}")
         if record.value is None:
             raise InvalidEvent("empty value (tombstone)")
@@ -124,7 +124,7 @@ class BatchScorer:
             raise InvalidEvent(
                 f"Kafka key {record.key[:80]!r} differs from the event key (stream order needs them equal)"
             )
-        return kind, event
+        return event
 
     def key_for(self, kind: str, stream_key: str) -> str:
         return prefixed_state_key(self._key_prefixes[kind], stream_key)  # the prefix is built once
@@ -132,16 +132,22 @@ class BatchScorer:
     async def process(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
         pending: dict[str, _Pending] = {}
+        topic, kind, prefix = None, None, ""
         for record in records:
+            if record.topic != topic:  # records come partition by partition: look up rarely
+                topic = record.topic
+                kind = self.topic_kinds.get(topic)
+                kind = kind if kind in self.detectors else None
+                prefix = self._key_prefixes[kind] if kind is not None else ""
             try:
-                kind, event = self._decode(record)
+                event = self._decode(record, kind)
             except InvalidEvent as exc:
                 outcome.dead.append(DeadLetter(record, exc.reason))
                 continue
-            redis_key = self.key_for(kind, event.key)
+            redis_key = prefixed_state_key(prefix, event.key)
             group = pending.get(redis_key)
             if group is None:
-                group = pending[redis_key] = _Pending(kind, event.key)
+                group = pending[redis_key] = _Pending(kind, event.key)  # type: ignore[arg-type]  # kind is set
             group.items.append((record, event))
         if not pending:
             return outcome
@@ -158,11 +164,8 @@ class BatchScorer:
                 StoredBatch(states.states.take(written), states.partition[written], states.offset[written])
             )
             outcome.states.update(zip((kind_keys[i] for i in written), packed, strict=True))
-        if len(outcome.alerts) > 1:  # found stream by stream; published in the order events came
-            position = {(r.topic, r.partition, r.offset): i for i, r in enumerate(records)}
-            outcome.alerts.sort(
-                key=lambda a: position[a["source"]["topic"], a["source"]["partition"], a["source"]["offset"]]
-            )
+        # Found kind by kind, stream by stream: published in each partition's order.
+        outcome.alerts.sort(key=lambda a: (a["source"]["topic"], a["source"]["partition"], a["source"]["offset"]))
         return outcome
 
     def _advance(

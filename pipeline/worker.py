@@ -209,18 +209,21 @@ class Worker:
             last_record = time.monotonic()
             if not self.stats.first_record:
                 self.stats.first_record = time.perf_counter()
+            per_topic: Counter[str] = Counter()
+            for tp, messages in batches.items():
+                per_topic[tp.topic] += len(messages)
             async with self.batch_lock:
-                done = await self._process_with_retry(records)
+                done = await self._process_with_retry(records, per_topic)
                 if done:
                     await self._commit(batches)
                     self.stats.last_batch = time.perf_counter()
             self._update_lag()
 
-    async def _process_with_retry(self, records: list[KafkaRecord]) -> bool:
+    async def _process_with_retry(self, records: list[KafkaRecord], per_topic: Mapping[str, int]) -> bool:
         delay = _BACKOFF_START_S
         while True:
             try:
-                await self._process(records)
+                await self._process(records, per_topic)
                 if not self.healthy:
                     logger.info("batch went through; healthy again")
                 self.healthy, self.last_error = True, None
@@ -242,7 +245,7 @@ class Worker:
         self.metrics.healthy.set(0)
         self.metrics.retries.labels(cause).inc()
 
-    async def _process(self, records: list[KafkaRecord]) -> None:
+    async def _process(self, records: list[KafkaRecord], per_topic: Mapping[str, int]) -> None:
         started = time.perf_counter()
         outcome = await self.scorer.process(records)
         scored_at = time.perf_counter()
@@ -253,7 +256,7 @@ class Worker:
         if self.latencies is not None:
             now_ms = time.time() * 1000
             self.latencies.extend(now_ms - r.timestamp for r in records)
-        self._account(records, outcome, scored_at - started, finished - write_started, finished - started)
+        self._account(per_topic, outcome, scored_at - started, finished - write_started, finished - started)
 
     async def _publish(self, outcome: BatchOutcome) -> None:
         """Dead letters and alerts, each acknowledged by the broker before states are written."""
@@ -296,7 +299,7 @@ class Worker:
 
     def _account(
         self,
-        records: list[KafkaRecord],
+        per_topic: Mapping[str, int],
         outcome: BatchOutcome,
         step_s: float,
         write_s: float,
@@ -304,20 +307,20 @@ class Worker:
     ) -> None:
         m, s = self.metrics, self.stats
         s.batches += 1
-        s.events += len(records)
+        events = sum(per_topic.values())
+        s.events += events
         s.scored += outcome.scored
         s.dead += len(outcome.dead)
         s.alerts += len(outcome.alerts)
         s.fenced += outcome.fenced
-        # One counter update per topic, not per record: this runs on every batch.
-        for topic, count in Counter(record.topic for record in records).items():
+        for topic, count in per_topic.items():
             m.events.labels(self.scorer.topic_kinds.get(topic, "unknown")).inc(count)
         m.scored.inc(outcome.scored)
         m.dead.inc(len(outcome.dead))
         m.fenced.inc(outcome.fenced)
         for alert in outcome.alerts:
             m.alerts.labels(alert["kind"], alert["severity"]).inc()
-        m.batch_size.observe(len(records))
+        m.batch_size.observe(events)
         m.step_seconds.observe(step_s)
         m.redis_seconds.observe(write_s)
         m.batch_seconds.observe(total_s)

@@ -326,6 +326,10 @@ class EpisodeArrays:
             float(self.recent[i]),
         )
 
+    def set_row(self, i: int, state: EpisodeState) -> None:
+        for name in _EPISODE_FIELDS:
+            getattr(self, name)[i] = getattr(state, name)
+
     def take(self, index: np.ndarray) -> EpisodeArrays:
         return EpisodeArrays(*(getattr(self, f)[index] for f in _EPISODE_FIELDS))
 
@@ -358,6 +362,15 @@ class BatchDecision:
     def put(self, index: np.ndarray, other: BatchDecision) -> None:
         for name in ("probability", "anomalous", "alert", "severity", "episode", "sustained"):
             getattr(self, name)[index] = getattr(other, name)
+
+    def set(self, i: int, decision: Decision) -> None:
+        """Event ``i``'s decision from the scalar path."""
+        self.probability[i] = decision.probability
+        self.anomalous[i] = decision.anomalous
+        self.alert[i] = decision.alert
+        self.severity[i] = SEVERITY_NAMES.index(decision.severity) if decision.severity else -1
+        self.episode[i] = EPISODE_NAMES.index(decision.episode) if decision.episode else -1
+        self.sustained[i] = decision.rule == "sustained"
 
     def decision(self, i: int) -> Decision:
         severity, episode = int(self.severity[i]), int(self.episode[i])

@@ -20,6 +20,8 @@ from models.gru import GRUDetector, GRUScorer
 __all__ = ["BatchScores", "Detector", "Scored", "StateBatch", "StreamState"]
 
 TOP_FEATURES = 3
+# Waves with at most this many streams are decided stream by stream (the scalar path is cheaper).
+_FEW_STREAMS = 8
 
 
 @dataclass
@@ -242,7 +244,18 @@ class Detector:
         cal = self.calibration
         by_term = cal.term_probabilities(out.terms)
         decision = BatchDecision.empty(len(ts))
-        for index in waves:
+        for wave, index in enumerate(waves):
+            if len(index) <= _FEW_STREAMS:
+                # A few long runs left (a busy stream): stream by stream on the scalar path, ~6 µs an
+                # event, rather than ~55 µs of array calls per wave.
+                ends = first_of + counts[order]
+                for row in range(len(index)):
+                    episode_row = batch.episode.row(row)
+                    run = range(int(index[row]), int(ends[row]))
+                    for j, made in zip(run, self._decide_run(out.score, by_term, run, episode_row), strict=True):
+                        decision.set(j, made)
+                    batch.episode.set_row(row, episode_row)
+                break
             rows = np.arange(len(index))
             episode = batch.episode.take(rows)
             probability = cal.probabilities(out.score[index] - cal.shifts(episode))
@@ -299,15 +312,24 @@ class Detector:
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
+        by_term = self.calibration.term_probabilities(out.terms)
+        decisions = self._decide_run(out.score, by_term, range(len(out.score)), episode)
+        return [out.scored(self, i, d) for i, d in enumerate(decisions)]
+
+    def _decide_run(
+        self, scores: np.ndarray, by_term: np.ndarray | None, events: range, episode: EpisodeState
+    ) -> list[Decision]:
+        """Decisions for events ``events`` (indices into ``scores``) of one stream, in order, by the
+        scalar path (mutates ``episode``)."""
         cal = self.calibration
-        by_term = cal.term_probabilities(out.terms)
-        results = []
-        for i, score in enumerate(out.score):
+        decisions = []
+        for i in events:
+            score = float(scores[i])
             probability = cal.probability(score - cal.shift(episode))
             if by_term is not None:
                 probability = min(probability, float(by_term[i]))
-            results.append(out.scored(self, i, cal.advance(float(score), probability, episode)))
-        return results
+            decisions.append(cal.advance(score, probability, episode))
+        return decisions
 
     def explain(
         self,

@@ -94,12 +94,10 @@ class FeatureSpec:
 
     def transform_values(self, values: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Raw value dicts → transformed (not yet normalised) feature matrix, shape (n, features)."""
-        if len(self.names) == 1:
-            (name,) = self.names
-            raw = np.array([v[name] for v in values], dtype=np.float64).reshape(len(values), 1)
-        else:
-            pick = itemgetter(*self.names)
-            raw = np.array([pick(v) for v in values], dtype=np.float64).reshape(len(values), len(self.names))
+        # Column by column through C iterators: ~3x a list of per-event tuples (the hot path).
+        raw = np.empty((len(values), len(self.names)), dtype=np.float64)
+        for j, name in enumerate(self.names):
+            raw[:, j] = np.fromiter(map(itemgetter(name), values), dtype=np.float64, count=len(values))
         for j, kind in enumerate(self.transforms):
             raw[:, j] = _forward(kind, raw[:, j])
         return raw

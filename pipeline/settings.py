@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     namespace: str = "live"
     model_dirs: dict[Kind, Path] = Field(default_factory=dict)  # default: the shipped models
-    batch_size: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=10_000, ge=1)
     # Worker processes in one consumer group (the hot path holds the GIL: one per core to use them all).
     worker_processes: int = Field(default=1, ge=1, le=64)
     batch_max_wait_ms: int = Field(default=50, ge=1)

@@ -325,27 +325,33 @@ def bench_latency(settings: Settings, events: int, log: Callable[[str], None]) -
 
 
 def bench_model(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """GRU step cost on CPU: one stream vs 1,024 streams per call."""
-    import torch
+    """The detector's step in the worker's form (arrays, one math thread): one stream vs 1,024
+    streams per call, one event each."""
+    import numpy as np
 
+    from models.detector import StateBatch
+    from pipeline.lifecycle import single_math_thread
     from pipeline.modeling import load_model
 
     detector = load_model(None, "network")
     sample = list(GENERATORS["network"](keys=1024, seed=14).events(20_000))
     firsts: dict[str, tuple[int, dict[str, Any]]] = {}
     for e in sample:
-        firsts.setdefault(e["key"], (e["ts"], e["values"]))
+        firsts.setdefault(e["key"], (e["ts"], {k: float(v) for k, v in e["values"].items()}))
     batch = list(firsts.values())[:1024]
-    out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
-    for size, repeats in ((1, 300), (1024, 30)):
-        states = [detector.new_state() for _ in range(size)]
-        detector.step(states, batch[:size])  # warm-up
-        started = time.perf_counter()
-        for _ in range(repeats):
-            detector.step(states, batch[:size])
-        per_call = (time.perf_counter() - started) / repeats
-        out[f"step_us_batch_{size}"] = round(per_call * 1e6, 1)
-        out[f"step_us_per_event_batch_{size}"] = round(per_call * 1e6 / size, 2)
+    out: dict[str, Any] = {"math_threads": 1}
+    with single_math_thread():
+        for size, repeats in ((1, 300), (1024, 30)):
+            states = StateBatch.of([detector.new_state() for _ in range(size)], detector.model.hidden, 0)
+            ts = np.array([t for t, _ in batch[:size]], dtype=np.int64)
+            values = [v for _, v in batch[:size]]
+            detector.step_batch(states, ts, values)  # warm-up
+            started = time.perf_counter()
+            for _ in range(repeats):
+                detector.step_batch(states, ts, values)
+            per_call = (time.perf_counter() - started) / repeats
+            out[f"step_us_batch_{size}"] = round(per_call * 1e6, 1)
+            out[f"step_us_per_event_batch_{size}"] = round(per_call * 1e6 / size, 2)
     log(f"model: step {out['step_us_batch_1']} µs at batch 1, {out['step_us_batch_1024']} µs at batch 1024")
     return out
 

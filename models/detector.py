@@ -244,7 +244,7 @@ class Detector:
         cal = self.calibration
         by_term = cal.term_probabilities(out.terms)
         decision = BatchDecision.empty(len(ts))
-        for wave, index in enumerate(waves):
+        for index in waves:
             if len(index) <= _FEW_STREAMS:
                 # A few long runs left (a busy stream): stream by stream on the scalar path, ~6 µs an
                 # event, rather than ~55 µs of array calls per wave.

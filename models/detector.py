@@ -1,8 +1,9 @@
 """A detector = feature spec + GRU + calibration, with per-stream state.
 
-``step`` scores one event for each of several streams (the worker's hot path, one batched
-model call); ``score_sequence`` scores one stream's events offline in one forward pass. Both give
-the same scores to float tolerance, whatever the batch size.
+``step`` scores one event for each of several streams (objects in, objects out);
+``step_batch`` does the same in arrays and takes runs — several events of each stream, the
+worker's batches — in one call; ``score_sequence`` scores one stream's events offline. All give
+the same scores to float tolerance and bit-identical states, however events are batched.
 """
 
 from __future__ import annotations

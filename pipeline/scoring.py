@@ -2,8 +2,8 @@
 
 Per batch: decode every record (bad ones become dead letters with a reason); one state read for
 every stream in the batch; skip events whose offset is not newer than the stream's stored one
-(the effectively-once fence); one model step per wave and kind (the i-th pending event of every
-stream, so a stream's events apply in order); alerts from the calibration's episodes. States
+(the effectively-once fence); one ``step_batch`` call per kind with every stream's run of
+pending events (applied in order); alerts from the calibration's episodes. States
 stay in arrays from the MGET reply to the packed values: an object per stream cost more than the
 model. Nothing here writes: the worker produces, then writes the states, then commits.
 """

@@ -1,9 +1,15 @@
 """Detection quality on labelled streams: event-, alert- and incident-level metrics.
 
 An incident is a run of consecutive labelled events in one stream. It is caught when an event
-of it is flagged anomalous; its delay is the number of events (and ms) from its first event to
-that flag. An alert (an episode opening) is true when it falls inside an incident or within
-``grace`` events after one (the model reacts to what it has just seen).
+of it (or one of the ``grace`` events after it) is flagged anomalous; its delay is the number of
+events (and ms) from its first event to that flag. An alert (an episode opening) is true when it
+falls inside an incident or within ``grace`` events after one (the model reacts to what it has
+just seen).
+
+An incident still running at its stream's last event is *open*: the data ends before it does
+(a drift two events into its ramp), so whether it would be caught is unknown. Incident recall
+counts complete incidents; open ones are reported apart, and ``incident_recall_with_open``
+counts them too, as misses unless caught.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
     for e in events:
         by_stream.setdefault(e.key, []).append(e)
     incidents = caught = alerts = true_alerts = 0
+    open_incidents = open_caught = 0
     delays_events: list[int] = []
     delays_ms: list[int] = []
     for stream in by_stream.values():
@@ -67,13 +74,17 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
                         alerts += 1
                         true_alerts += 1
                     i += 1
-                incidents += 1
                 flagged = [j for j in range(start, min(i + grace, len(stream))) if stream[j].anomalous]
+                since_incident = 0
+                if i == len(stream):  # still running when the data ends
+                    open_incidents += 1
+                    open_caught += int(bool(flagged))
+                    continue
+                incidents += 1
                 if flagged:
                     caught += 1
                     delays_events.append(flagged[0] - start)
                     delays_ms.append(stream[flagged[0]].ts - stream[start].ts)
-                since_incident = 0
                 continue
             if e.alert:
                 alerts += 1
@@ -90,6 +101,10 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
         "incidents": incidents,
         "incidents_caught": caught,
         "incident_recall": _round(caught / incidents if incidents else float("nan")),
+        "incidents_open_at_end": open_incidents,
+        "incident_recall_with_open": _round(
+            (caught + open_caught) / (incidents + open_incidents) if incidents + open_incidents else float("nan")
+        ),
         "alerts": alerts,
         "alert_precision": _round(true_alerts / alerts if alerts else float("nan")),
         "delay_events_median": float(np.median(delays_events)) if delays_events else None,

@@ -104,7 +104,8 @@ def _choose_rule(
                 for e, r in zip(events, results, strict=True)
             ]
         metrics = evaluate(scored)
-        recall, precision = metrics["incident_recall"] or 0.0, metrics["alert_precision"] or 0.0
+        # Open incidents count as misses here, as when the shipped models were built.
+        recall, precision = metrics["incident_recall_with_open"] or 0.0, metrics["alert_precision"] or 0.0
         return 2 * recall * precision / (recall + precision) if recall + precision else 0.0
 
     return calibration if quality(calibration) >= quality(without) else without

@@ -331,6 +331,12 @@ def test_metrics_on_a_known_example() -> None:
     assert (m["precision"], m["recall"]) == (0.4, pytest.approx(0.6667, abs=1e-4))
     assert m["incidents"] == 2 and m["incidents_caught"] == 2  # b's is caught within the grace event
     assert m["alerts"] == 3 and m["alert_precision"] == pytest.approx(0.6667, abs=1e-4)
+    assert m["incidents_open_at_end"] == 0 and m["incident_recall_with_open"] == 1.0
+    # A stream whose data ends inside an incident: open, counted apart (a miss only "with open").
+    cut = [ScoredEvent("c", 0, 0, 0.1, False, False), ScoredEvent("c", 1, 1, 0.2, False, False)]
+    m = evaluate(events + cut, grace=1)
+    assert (m["incidents"], m["incidents_caught"], m["incident_recall"]) == (2, 2, 1.0)
+    assert m["incidents_open_at_end"] == 1 and m["incident_recall_with_open"] == pytest.approx(0.6667, abs=1e-4)
     assert average_precision(np.array([1, 0, 1]), np.array([3.0, 2.0, 1.0])) == pytest.approx((1 + 2 / 3) / 2)
 
 

@@ -235,8 +235,14 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         naive = _naive(settings, detectors, sample, f"bench-naive-{uuid.uuid4().hex[:8]}")
     finally:
         _drop_topics(settings, list(topics.values()))
+    floor_window_s = total / floor
+    if floor_window_s < 1.0:
+        # A topic that arrives in a fetch or two times the broker's first response, not a rate.
+        log(f"worker: the floor read {total:,} events in {floor_window_s * 1000:.0f} ms — too short for ratio_floor")
+        log("worker: to compare with the floor, run the full bench (400,000 events)")
     return {
         "worker_events": total,
+        "floor_window_s": round(floor_window_s, 3),
         "worker_streams": streams,
         "worker_eps": round(worker_eps, 1),
         "worker_processes": processes,

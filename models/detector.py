@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Severity
 from models.features import FeatureSpec
-from models.gru import GRUDetector, GRUScorer
+from models.scorer import GRUScorer
+
+if TYPE_CHECKING:
+    from models.gru import GRUDetector
 
 __all__ = ["BatchScores", "Detector", "Scored", "StateBatch", "StreamState"]
 
@@ -143,24 +146,35 @@ class Detector:
     def __init__(
         self,
         spec: FeatureSpec,
-        model: GRUDetector,
+        model: GRUDetector | None,
         calibration: Calibration,
         name: str,
         version: str,
+        scorer: GRUScorer | None = None,
     ) -> None:
+        """``model``: the torch module (training, saving); None for a scoring-only detector, which
+        then needs ``scorer`` (a worker never imports torch)."""
+        if scorer is None:
+            if model is None:
+                raise ValueError("a detector needs a model or a scorer")
+            scorer = model.scorer()  # the weights as they are now: scoring never trains
         self.spec = spec
-        self.model = model.eval()
-        self.scorer = GRUScorer(model)  # the weights as they are now: scoring never trains
+        self.model = model.eval() if model is not None else None
+        self.scorer = scorer
         self.calibration = calibration
         self.name = name
         self.version = version
+
+    @property
+    def hidden(self) -> int:
+        return self.scorer.hidden
 
     @property
     def ident(self) -> str:
         return f"{self.name}@{self.version}"
 
     def new_state(self) -> StreamState:
-        return StreamState(h=np.zeros(self.model.hidden, dtype=np.float32), norm=self.spec.new_norm())
+        return StreamState(h=np.zeros(self.hidden, dtype=np.float32), norm=self.spec.new_norm())
 
     def _targets(self, ts: np.ndarray, values: Sequence[Mapping[str, float]], last_ts: np.ndarray) -> np.ndarray:
         gaps = np.where(last_ts >= 0, (ts - last_ts) / 1000.0, 0.0)

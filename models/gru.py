@@ -8,7 +8,7 @@ Whitening the residual with ``L`` splits the score into one term per feature (fe
 the features before it), which is the explanation; the whitened residual is its z.
 
 Training runs the torch module (``GRUDetector.sequence``: float32 ``nn.GRU``); scoring runs
-``GRUScorer``, the trained weights frozen into numpy, with three APIs that agree: ``step`` (one
+``models.scorer.GRUScorer``, the trained weights frozen into numpy, with three APIs that agree: ``step`` (one
 event for each of a batch of streams), ``runs`` (several events for each of several streams: the
 worker's batches) and ``sequence`` (one stream, offline).
 
@@ -20,7 +20,7 @@ the same state as an uninterrupted one. The rounding changes scores by ~1e-3 rel
 the float32 training pass.
 
 >>> import numpy as np
->>> scorer = GRUScorer(GRUDetector(n_inputs=3, n_targets=2, hidden=8, seed=0))
+>>> scorer = GRUDetector(n_inputs=3, n_targets=2, hidden=8, seed=0).scorer()
 >>> h = scorer.initial_state(2)
 >>> terms, mean, z, h2 = scorer.step(h, np.zeros((2, 3)), np.zeros((2, 2)))
 >>> terms.shape, z.shape, h2.shape, h2.dtype.name
@@ -29,19 +29,12 @@ the float32 training pass.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
-import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LOG_SCALE_MAX", "LOG_SCALE_MIN", "GRUDetector", "GRUScorer", "round_state"]
+from models.scorer import _HALF_LOG_2PI, LOG_SCALE_MAX, LOG_SCALE_MIN, GRUScorer
 
-# Bounds keep the likelihood finite: a scale can neither vanish nor explode.
-LOG_SCALE_MIN = -3.5
-LOG_SCALE_MAX = 3.5
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+__all__ = ["GRUDetector"]
 
 
 class GRUDetector(nn.Module):
@@ -64,6 +57,10 @@ class GRUDetector(nn.Module):
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.hidden)
+
+    def scorer(self) -> GRUScorer:
+        """The weights as they are now, frozen into numpy for scoring."""
+        return GRUScorer({name: p.detach().numpy() for name, p in self.named_parameters()}, self.n_targets)
 
     def predict(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (…, T) and Cholesky factor L (…, T, T) of the next event's targets."""
@@ -97,116 +94,6 @@ class GRUDetector(nn.Module):
         mean, chol = self.predict(before)
         terms, z = self.nll_terms(y, mean, chol)
         return terms, mean, z, h_last.squeeze(0)
-
-
-class GRUScorer:
-    """A trained ``GRUDetector`` frozen into numpy for scoring: the worker's hot path and offline
-    scoring alike (no autograd, no per-operation dispatch, and numpy's float64 ``tanh`` is ~5×
-    torch's on this CPU).
-
-    The recurrence runs in float64 and every new state is rounded to float16, so the rounding
-    does not depend on how streams were batched: a stream reaches bit-identical states whether
-    its events came one per call, in runs, or as one sequence (tested).
-    """
-
-    def __init__(self, model: GRUDetector) -> None:
-        self.hidden, self.n_targets = model.hidden, model.n_targets
-        weights = {name: p.detach().numpy() for name, p in model.named_parameters()}
-        self._w_ih = np.ascontiguousarray(weights["gru.weight_ih_l0"].T, dtype=np.float64)
-        self._w_hh = np.ascontiguousarray(weights["gru.weight_hh_l0"].T, dtype=np.float64)
-        self._b_ih = weights["gru.bias_ih_l0"].astype(np.float64)
-        self._b_hh = weights["gru.bias_hh_l0"].astype(np.float64)
-        self._head_w = np.ascontiguousarray(weights["head.weight"].T, dtype=np.float32)
-        self._head_b = weights["head.bias"].astype(np.float32)
-
-    def initial_state(self, batch: int) -> np.ndarray:
-        return np.zeros((batch, self.hidden), dtype=np.float32)
-
-    def project(self, x: np.ndarray) -> np.ndarray:
-        """The input half of the GRU gates for every event at once: (N, I) → float64 (N, 3H)."""
-        gi = np.asarray(x, dtype=np.float64) @ self._w_ih
-        gi += self._b_ih
-        return gi
-
-    def cell(self, gi: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """One GRU step from the projected inputs ``gi`` (B, 3H); returns the rounded new state."""
-        size = self.hidden
-        h64 = h.astype(np.float64)
-        gh = h64 @ self._w_hh
-        gh += self._b_hh
-        gates = gi[:, : 2 * size] + gh[:, : 2 * size]
-        _sigmoid(gates)
-        candidate = gh[:, 2 * size :]
-        candidate *= gates[:, :size]  # reset gate
-        candidate += gi[:, 2 * size :]
-        np.tanh(candidate, out=candidate)
-        # (1 − z)·n + z·h, as n + z·(h − n)
-        h64 -= candidate
-        h64 *= gates[:, size:]
-        h64 += candidate
-        return round_state(h64)
-
-    def terms(self, h_before: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """NLL terms (N, T) of targets y under the predictions from the states before them, the
-        predicted mean and the whitened residual z."""
-        out = (h_before @ self._head_w + self._head_b).astype(np.float64)
-        t = self.n_targets
-        mean = out[:, :t]
-        log_scale = np.clip(out[:, t : 2 * t], LOG_SCALE_MIN, LOG_SCALE_MAX)
-        scale, off = np.exp(log_scale), out[:, 2 * t :]
-        residual = np.asarray(y, dtype=np.float64) - mean
-        # Forward substitution through L = diag(scale) + strictly-lower(off), row j's
-        # off-diagonal entries at off[:, j(j−1)/2 : j(j−1)/2 + j] (torch.tril_indices' order).
-        z = np.empty_like(residual)
-        for j in range(t):
-            start = j * (j - 1) // 2
-            row = residual[:, j] - np.einsum("ij,ij->i", off[:, start : start + j], z[:, :j]) if j else residual[:, 0]
-            z[:, j] = row / scale[:, j]
-        return 0.5 * z * z + log_scale + _HALF_LOG_2PI, mean, z
-
-    def step(self, h: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-        """One event per stream: h (B, H), inputs x (B, I), targets y (B, T) → terms, mean, z of y
-        under the prediction from h, and the state after reading x."""
-        terms, mean, z = self.terms(h, y)
-        return terms, mean, z, self.cell(self.project(x), h)
-
-    def runs(
-        self, h: np.ndarray, x: np.ndarray, y: np.ndarray, waves: Sequence[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Several events for each of several streams. ``h`` (S, H) holds the streams' states with
-        the longest runs first; ``waves[w]`` are the flat indices into x, y (N, ·) of the w-th
-        event of streams 0 … len(waves[w]) − 1. Returns terms, mean, z (N, ·) and the final states.
-
-        Only the recurrence steps wave by wave; the projection and the head run once over all
-        N events."""
-        gi = self.project(x)
-        h_before = np.empty((len(x), self.hidden), dtype=np.float32)
-        h = h.copy()
-        for index in waves:
-            active = len(index)
-            h_before[index] = h[:active]
-            h[:active] = self.cell(gi[index], h[:active])
-        terms, mean, z = self.terms(h_before, y)
-        return terms, mean, z, h
-
-    def sequence(self, x: np.ndarray, y: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, ...]:
-        """One stream's events in order: x (L, I), y (L, T), h0 (H,) → terms, mean, z and h_L."""
-        waves = [np.array([t]) for t in range(len(x))]
-        terms, mean, z, h = self.runs(h0[None, :], x, y, waves)
-        return terms, mean, z, h[0]
-
-
-def _sigmoid(values: np.ndarray) -> None:
-    """Logistic function in place, through tanh (no overflow for large negative inputs)."""
-    values *= 0.5
-    np.tanh(values, out=values)
-    values += 1.0
-    values *= 0.5
-
-
-def round_state(h: np.ndarray) -> np.ndarray:
-    """A hidden state as the float32 values of its float16 rounding (what a stored state holds)."""
-    return h.astype(np.float16).astype(np.float32)
 
 
 def _fill_lower(chol: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
@@ -39,16 +40,18 @@ def single_math_thread() -> Iterator[None]:
     A worker's matrices have hundreds of rows: a second BLAS thread costs more in hand-offs than it
     gains (the GRU's recurrence took 3.1 µs per event with two OpenBLAS threads, 1.8 µs with one),
     and the machine's other cores serve the broker, Redis or another worker process."""
-    import torch
     from threadpoolctl import threadpool_limits
 
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")  # loaded only where a process trains or saves models
+    torch_threads = torch.get_num_threads() if torch is not None else 0
+    if torch is not None:
+        torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
             yield
     finally:
-        torch.set_num_threads(torch_threads)
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
 
 
 class StopFlag:

@@ -71,12 +71,12 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
     return FeatureSpec("generic", tuple(names), transforms, calendar=False, stream_norm=True)
 
 
-def load_model(model_dir: Path | None, kind: str | None) -> Detector:
-    """A model directory, or the shipped default of ``kind``."""
+def load_model(model_dir: Path | None, kind: str | None, scoring_only: bool = False) -> Detector:
+    """A model directory, or the shipped default of ``kind`` (``scoring_only``: without torch)."""
     if model_dir is None and kind is None:
         raise ModelLoadError("give --model DIR or --kind for a shipped default")
     try:
-        return load_detector(model_dir or shipped_model_dir(str(kind)), kind=kind)
+        return load_detector(model_dir or shipped_model_dir(str(kind)), kind=kind, scoring_only=scoring_only)
     except ModelError as exc:
         raise ModelLoadError(str(exc)) from None
 
@@ -115,11 +115,12 @@ def scored_row(event: Event, result: Scored) -> dict[str, Any]:
 
 
 def load_worker_models(model_dirs: dict[str, Path], kinds: list[str]) -> dict[str, Detector]:
-    """A detector per kind: from ``model_dirs`` where given, else the shipped default."""
+    """A detector per kind: from ``model_dirs`` where given, else the shipped default. Scoring
+    only: a worker process never imports torch."""
     detectors = {}
     for kind in kinds:
         directory = model_dirs.get(kind)
         if directory is None and not shipped_model_dir(kind).exists():
             continue
-        detectors[kind] = load_model(directory, kind)
+        detectors[kind] = load_model(directory, kind, scoring_only=True)
     return detectors

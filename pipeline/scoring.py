@@ -179,7 +179,7 @@ class BatchScorer:
         """Apply every pending event of one kind's streams to their stored states, in arrays."""
         detector = self.detectors[kind]
         raws = [raw_states[k] for k in keys]
-        stored, usable = unpack_states(raws, detector.model.hidden, detector.spec.norm_size)
+        stored, usable = unpack_states(raws, detector.hidden, detector.spec.norm_size)
         for i in np.flatnonzero(~usable & np.array([r is not None for r in raws], dtype=bool)):
             outcome.ignored_states += 1
             logger.warning("state %s has another layout or model size; starting the stream afresh", keys[i])

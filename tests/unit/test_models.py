@@ -7,6 +7,8 @@ import copy
 import functools
 import itertools
 import json
+import subprocess
+import sys
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -204,6 +206,31 @@ def test_artifact_round_trip(detector: Detector, tmp_path: Path) -> None:
     evs = next(iter(streams_of(list(NetworkGenerator(keys=1, seed=3).events(50))).values()))
     assert [r.score for r in again.score_sequence(evs)[0]] == [r.score for r in detector.score_sequence(evs)[0]]
     assert again.ident == detector.ident
+    # The numpy copy of the weights: a scoring-only detector scores the same, bit for bit.
+    scoring = load_detector(tmp_path / "m", kind="network", scoring_only=True)
+    assert scoring.model is None
+    assert [r.score for r in scoring.score_sequence(evs)[0]] == [r.score for r in detector.score_sequence(evs)[0]]
+    with pytest.raises(ModelError, match="cannot be saved"):
+        save_detector(scoring, tmp_path / "again")
+
+
+@pytest.mark.parametrize("kind", ["network", "financial", "sensor", "generic"])
+def test_shipped_numpy_weights_are_the_torch_weights(kind: str) -> None:
+    full = load_detector(shipped_model_dir(kind), kind=kind)
+    scoring = load_detector(shipped_model_dir(kind), kind=kind, scoring_only=True)
+    for name in ("_w_ih", "_w_hh", "_b_ih", "_b_hh", "_head_w", "_head_b"):
+        np.testing.assert_array_equal(getattr(scoring.scorer, name), getattr(full.scorer, name))
+
+
+def test_a_worker_loads_its_models_without_torch() -> None:
+    # A fresh interpreter: torch's CUDA build would be most of a worker's memory.
+    code = (
+        "import sys; from pipeline.modeling import load_worker_models; import pipeline.worker, pipeline.processes; "
+        "d = load_worker_models({}, ['network', 'financial', 'sensor', 'generic']); "
+        "print(len(d), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["4", "False"]
 
 
 def test_bad_model_directories(detector: Detector, tmp_path: Path) -> None:
@@ -218,6 +245,12 @@ def test_bad_model_directories(detector: Detector, tmp_path: Path) -> None:
     (tmp_path / "m" / "weights.pt").write_bytes(b"not a torch file")
     with pytest.raises(ModelError, match="corrupt"):
         load_detector(tmp_path / "m")
+    (tmp_path / "m" / "weights.npz").write_bytes(b"not a numpy file")
+    with pytest.raises(ModelError, match="corrupt"):
+        load_detector(tmp_path / "m", scoring_only=True)
+    save_detector(detector, tmp_path / "old")
+    (tmp_path / "old" / "weights.npz").unlink()  # saved before there was one: loads through torch
+    assert load_detector(tmp_path / "old", scoring_only=True).ident == detector.ident
 
 
 class _Payload:

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -62,6 +63,19 @@ class WorkerStats:
     first_record: float = 0.0  # perf_counter when the first batch arrived
     last_batch: float = 0.0  # perf_counter when the last batch was committed
     peak_rss_mb: float = 0.0  # the process's peak resident memory when the worker stopped
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM is the process's own; ru_maxrss also
+    counts the parent's pages a spawned child had between fork and exec (a worker process then
+    "peaked" at the size of whatever spawned it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -164,7 +178,7 @@ class Worker:
                 await self._loop(max_idle_s)
         finally:
             await self._shutdown(runner)
-            self.stats.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+            self.stats.peak_rss_mb = _peak_rss_mb()
         return self.stats
 
     async def _start_kafka(self) -> None:

@@ -37,7 +37,8 @@ def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
         "worker_rss_mb",
     ):
         assert isinstance(figures[key], int | float) and figures[key] > 0, key
-    assert figures["worker_rss_mb"] > 100  # a worker process's own peak: torch and the models alone take more
+    # A worker process's own peak (VmHWM): Python, numpy, aiokafka and the models, without torch.
+    assert 30 < figures["worker_rss_mb"] < 400
     assert set(figures["latency_ms"]) >= {"p50", "p95", "p99"}
     assert figures["latency_ms"]["p50"] <= figures["latency_ms"]["p95"] <= figures["latency_ms"]["p99"]
     # The ratios are the figures divided by their baselines from the same run.

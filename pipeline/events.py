@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -31,11 +31,12 @@ _MAX_TS_MS = 7_258_118_400_000
 
 class Event(msgspec.Struct, frozen=True):
     """A valid event. A msgspec struct: the hot path decodes JSON straight into it, and msgspec
-    checks the types (bools are not numbers, numbers are finite) in C."""
+    checks the types (bools are not numbers, numbers are finite) and the ranges of key, ts and
+    values in C."""
 
-    key: str
-    ts: int  # epoch milliseconds, UTC
-    values: dict[str, float]
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_CHARS)]
+    ts: Annotated[int, msgspec.Meta(ge=_MIN_TS_MS, le=_MAX_TS_MS)]  # epoch milliseconds, UTC
+    values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
     label: int | None = None
     meta: dict[str, Any] | None = None
 
@@ -148,17 +149,16 @@ def _as_set(names: Collection[str]) -> frozenset[str] | set[str]:
 def _fast_decode(raw: bytes | str, features: Collection[str] | None, max_values: int) -> Event | None:
     """The event when it is plainly valid, else None (then the slow path finds the reason).
 
-    msgspec rejects bools as numbers, non-finite numbers and wrong types while decoding; what is
-    left are the range checks."""
+    msgspec rejects bools as numbers, non-finite numbers, wrong types, an empty or over-long key,
+    a ts outside 1970..2200 and empty values while decoding; what is left are the checks that
+    depend on settings and the model (how many values, which features) and the label."""
     try:
         event = _WIRE.decode(raw)
     except msgspec.DecodeError:
         return None
-    key, ts, values, label = event.key, event.ts, event.values, event.label
+    values, label = event.values, event.label
     if not (
-        0 < len(key) <= MAX_KEY_CHARS
-        and _MIN_TS_MS <= ts <= _MAX_TS_MS
-        and 0 < len(values) <= max_values
+        len(values) <= max_values
         and (label is None or label == 0 or label == 1)
         and (features is None or values.keys() == _as_set(features))
     ):

@@ -358,7 +358,9 @@ def bench_model(settings: Settings, events: int, log: Callable[[str], None]) -> 
     out: dict[str, Any] = {"math_threads": 1}
     with single_math_thread():
         for size, repeats in ((1, 300), (1024, 30)):
-            states = StateBatch.of([detector.new_state() for _ in range(size)], detector.hidden, 0)
+            states = StateBatch.of(
+                [detector.new_state() for _ in range(size)], detector.hidden, detector.spec.norm_size
+            )
             ts = np.array([t for t, _ in batch[:size]], dtype=np.int64)
             values = [v for _, v in batch[:size]]
             detector.step_batch(states, ts, values)  # warm-up

@@ -184,7 +184,7 @@ class FeatureSpec:
         self, targets: np.ndarray, norm: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One stream's events in order (L, T): what ``normalise_batch`` gives event by event."""
-        if not self.stream_norm and not self.stuck_targets:
+        if not self.sequential_norm:
             y, center, scale, _ = self.normalise_batch(targets, norm[None, :])
             return y, center, scale, norm
         ys, centers, scales = [], [], []

@@ -18,6 +18,8 @@ from producers.base import Generated, StreamGenerator, burst_times, rhythm
 
 __all__ = ["FinancialGenerator"]
 
+_AMOUNT_SIGMA = 0.8  # spread of an account's log amounts
+
 
 class FinancialGenerator(StreamGenerator):
     kind = "financial"
@@ -37,7 +39,7 @@ class FinancialGenerator(StreamGenerator):
         big_left = 0
         while True:
             values = {
-                "amount": round(float(normal.lognormal(log_median, 0.8)), 2),
+                "amount": round(float(normal.lognormal(log_median, _AMOUNT_SIGMA)), 2),
                 # How unfamiliar the merchant category is for this account, 0..1: mostly low.
                 "merchant_novelty": round(float(normal.beta(1.2, 9.0)), 4),
                 "distance_km": round(
@@ -51,7 +53,10 @@ class FinancialGenerator(StreamGenerator):
             elif (kind := self.start_incident(anomalies)) is not None:
                 incident += 1
                 if kind == "large_amount":
-                    values["amount"] = round(values["amount"] * float(anomalies.uniform(15, 60)), 2)
+                    # Large for this account: 4-6 sigma over its own median (25-120x), an amount fewer
+                    # than 1 in 30,000 of its normal purchases reach; not a multiple of this draw,
+                    # which could land inside the account's normal range.
+                    values["amount"] = round(math.exp(log_median + _AMOUNT_SIGMA * float(anomalies.uniform(4, 6))), 2)
                     if anomalies.random() < 0.5:
                         values["merchant_novelty"] = round(float(anomalies.uniform(0.85, 1.0)), 4)
                     anomaly = kind
@@ -88,7 +93,7 @@ class FinancialGenerator(StreamGenerator):
                 yield Generated(
                     t,
                     {
-                        "amount": round(float(rng.lognormal(log_median, 0.8)), 2),
+                        "amount": round(float(rng.lognormal(log_median, _AMOUNT_SIGMA)), 2),
                         "merchant_novelty": round(float(rng.uniform(0.85, 1.0)), 4),
                         "distance_km": round(float(rng.uniform(2000, 9000)), 2),
                     },

@@ -107,3 +107,17 @@ def test_bad_parameters() -> None:
         NetworkGenerator(keys=0)
     with pytest.raises(ValueError):
         NetworkGenerator(anomaly_rate=1.5)
+
+
+def test_large_amounts_are_large_for_their_account() -> None:
+    """A "large amount" must be beyond what the account itself does: larger than every normal
+    purchase it makes (a multiple of a low draw could land inside its usual range)."""
+    events = list(FinancialGenerator(keys=40, seed=9, anomaly_rate=0.02).events(20000))
+    large = 0
+    for stream in by_key(events).values():
+        usual = max(e["values"]["amount"] for e in stream if e["label"] == 0)
+        for event in stream:
+            if event["label"] and event["meta"]["anomaly"] == "large_amount":
+                large += 1
+                assert event["values"]["amount"] > usual
+    assert large >= 10

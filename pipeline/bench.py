@@ -267,6 +267,8 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         "ratio_naive": round(one_process / naive, 2),
         "ratio_naive_all_cores": round(worker_eps / naive, 2),
         "worker_batches": many.batches,
+        # Partitions moved while the processes scored: each stalls the run (a timing to distrust).
+        "worker_rebalances": many.rebalances,
         "redis_bytes_per_stream": round(per_stream, 1),
         "state_value_bytes": value_bytes,
         # Peak RSS of one `gruwatch worker` process (the largest of the --processes run).

@@ -748,10 +748,15 @@ def worker(
         from pipeline.processes import WorkerJob, combined, run_processes
 
         console.print(f"worker: {settings.worker_processes} processes in group {settings.group_id}")
-        job = WorkerJob(settings, dirs, chosen, namespace=namespace, idle_exit=idle_exit)
+        job = WorkerJob(
+            settings, dirs, chosen, namespace=namespace, idle_exit=idle_exit, log_level=logging.getLogger().level
+        )
         each = run_processes(job, settings.worker_processes)
         stats = combined(each)
-        console.print("per process: " + " + ".join(f"{s.events:,}" for s in each) + " events")
+        console.print(
+            "per process: " + " + ".join(f"{s.events:,}" for s in each) + " events"
+            f"; partitions moved {stats.rebalances} times while scoring"
+        )
     else:
         stats = asyncio.run(Worker(settings, detectors, chosen, namespace=namespace).run(max_idle_s=idle_exit))
     elapsed = time.perf_counter() - stats.started if stats.started else 0.0

@@ -22,7 +22,7 @@ import resource
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,7 @@ class WorkerStats:
     first_record: float = 0.0  # perf_counter when the first batch arrived
     last_batch: float = 0.0  # perf_counter when the last batch was committed
     peak_rss_mb: float = 0.0  # the process's peak resident memory when the worker stopped
+    rebalances: int = 0  # times partitions moved between two batches (once records flowed)
 
 
 def _peak_rss_mb() -> float:
@@ -87,9 +88,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.worker.batch_lock:
             await self.worker.commits_sent()
+            if self.worker.stats.first_record and revoked:
+                self.worker.moved = True  # counted if batches follow (a peer leaving at the end is not)
             logger.info("partitions revoked: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.assigned.set()
         logger.info("partitions assigned: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
@@ -102,8 +106,12 @@ class Worker:
         store: StateStore | None = None,
         namespace: str | None = None,
         latencies: list[float] | None = None,
+        before_consuming: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``before_consuming``: awaited once the consumer is in its group, before the first
+        fetch (``--processes N`` waits there for its peers' first assignments)."""
         self.settings = settings
+        self.before_consuming = before_consuming
         # When given, collects per-event latency (ms): Kafka create time → state written.
         self.latencies = latencies
         self.topics = topics
@@ -125,6 +133,8 @@ class Worker:
         self.stats = WorkerStats()
         self.batch_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
+        self.assigned = asyncio.Event()  # set at the first partition assignment
+        self.moved = False  # partitions were revoked since the last batch
         self.healthy = False
         self.last_error: str | None = None
         self.lag: dict[str, int] = {}
@@ -137,6 +147,16 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    async def first_assignment(self) -> bool:
+        """Wait until the group assigns this worker its partitions (True) or it is stopped (False)."""
+        waits = [asyncio.create_task(event.wait()) for event in (self.assigned, self.stopping)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return self.assigned.is_set() and not self.stopping.is_set()
 
     async def run(self, max_idle_s: float | None = None) -> WorkerStats:
         """Consume until stopped (or, with ``max_idle_s``, until that long without a record)."""
@@ -153,7 +173,7 @@ class Worker:
             auto_offset_reset=self.settings.auto_offset_reset,
             max_poll_records=self.settings.batch_size,
             # Hear about a rebalance (a process joining) within a second, not aiokafka's 3 s.
-            heartbeat_interval_ms=1000,
+            heartbeat_interval_ms=200,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             **aiokafka_security(self.settings),
@@ -214,6 +234,8 @@ class Worker:
 
     async def _loop(self, max_idle_s: float | None) -> None:
         assert self._consumer is not None
+        if self.before_consuming is not None:
+            await self.before_consuming()
         last_record = time.monotonic()
         while not self.stopping.is_set():
             batches = await self._consumer.getmany(
@@ -236,6 +258,9 @@ class Worker:
                 if done:
                     await self._commit(batches)
                     self.stats.last_batch = time.perf_counter()
+                    if self.moved:
+                        self.stats.rebalances += 1
+                        self.moved = False
             self._update_lag()
 
     async def _process_with_retry(self, records: list[KafkaRecord], per_topic: Mapping[str, int]) -> bool:

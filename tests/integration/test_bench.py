@@ -46,3 +46,5 @@ def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
     assert abs(figures["ratio_naive"] - figures["worker_eps_1proc"] / figures["naive_eps"]) < 0.01
     assert abs(figures["ratio_naive_all_cores"] - figures["worker_eps"] / figures["naive_eps"]) < 0.01
     assert figures["worker_events"] == 6000 and figures["latency_events"] == 6000
+    # The processes start together: no partition moves while they are timed.
+    assert figures["worker_rebalances"] == 0

@@ -267,18 +267,22 @@ def test_processes_share_the_partitions_and_the_work(
     stream_topic: tuple[str, list[dict[str, Any]]],
     reference: tuple[WorkerEnv, dict[str, Any], list[Any]],
 ) -> None:
-    """`--processes 2`: two workers in one group; together they equal one uninterrupted worker."""
+    """`--processes 2`: two workers in one group; together they equal one uninterrupted worker.
+
+    The events are waiting before the processes start: neither may score alone and then hand
+    partitions over (this broker rebalances a new group at once), so both share the work and no
+    partition moves once records flow."""
     _, events = stream_topic
     _, ref_states, ref_alerts = reference
     topic = new_topic(partitions=4)
     env = WorkerEnv(topic)
-    proc = env.start("--processes", "2", "--idle-exit", "5")
-    wait_for(lambda: group_members(kafka_up, env.group) == 2, 90, "both processes in the group")
     produce_events(kafka_up, topic, events)
+    proc = env.start("--processes", "2", "--idle-exit", "5")
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
     per_process = [int(n.replace(",", "")) for n in err.split("per process: ")[1].split(" events")[0].split(" + ")]
     assert len(per_process) == 2 and min(per_process) > 0 and sum(per_process) == EVENTS, err
+    assert "partitions moved 0 times while scoring" in err, err
     assert_same_states(read_states(env.redis_url, env.namespace), ref_states)
 
     def where(records: list[Any]) -> set[tuple[str, str]]:  # alert ids name the topic: compare the rest

@@ -21,7 +21,7 @@ import orjson
 
 from pipeline.errors import InvalidEvent
 
-__all__ = ["MAX_KEY_CHARS", "Event", "decode_event", "encode_event", "parse_ts", "validate_event"]
+__all__ = ["MAX_KEY_CHARS", "Event", "decode_event", "encode_event", "parse_ts", "validate_event", "wire_event"]
 
 MAX_KEY_CHARS = 512
 # Epoch ms between 1970 and 2200: anything outside is a unit mistake (seconds, µs), not a time.
@@ -146,15 +146,23 @@ def _as_set(names: Collection[str]) -> frozenset[str] | set[str]:
     return _feature_set(names) if isinstance(names, tuple) else frozenset(names)
 
 
+def wire_event(raw: bytes | str) -> Event | None:
+    """The event if msgspec's typed decode takes it (types, finiteness, key/ts/values ranges),
+    else None; the checks that depend on the model and settings are the caller's."""
+    try:
+        return _WIRE.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
 def _fast_decode(raw: bytes | str, features: Collection[str] | None, max_values: int) -> Event | None:
     """The event when it is plainly valid, else None (then the slow path finds the reason).
 
     msgspec rejects bools as numbers, non-finite numbers, wrong types, an empty or over-long key,
     a ts outside 1970..2200 and empty values while decoding; what is left are the checks that
     depend on settings and the model (how many values, which features) and the label."""
-    try:
-        event = _WIRE.decode(raw)
-    except msgspec.DecodeError:
+    event = wire_event(raw)
+    if event is None:
         return None
     values, label = event.values, event.label
     if not (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from models.detector import Detector
 from pipeline.alerts import build_alert
 from pipeline.errors import InvalidEvent
-from pipeline.events import Event, decode_event
+from pipeline.events import Event, decode_event, wire_event
 from pipeline.state import StateStore, StoredBatch, pack_states, prefixed_state_key, state_key_prefix, unpack_states
 
 __all__ = ["BatchOutcome", "BatchScorer", "DeadLetter", "KafkaRecord", "Record"]
@@ -84,9 +85,11 @@ class BatchOutcome:
 
 @dataclass
 class _Pending:
-    kind: str
-    stream_key: str
-    items: list[tuple[KafkaRecord, Event]] = field(default_factory=list)
+    """One stream's events in this batch, in order (two lists: a tuple per event cost more)."""
+
+    key: str
+    records: list[KafkaRecord] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
 
 class BatchScorer:
@@ -131,39 +134,57 @@ class BatchScorer:
 
     async def process(self, records: Sequence[KafkaRecord]) -> BatchOutcome:
         outcome = BatchOutcome()
-        pending: dict[str, _Pending] = {}
-        topic, kind, prefix = None, None, ""
+        # Per kind, the batch's streams by stream key, in order of first appearance.
+        pending: dict[str, dict[str, _Pending]] = {}
+        streams: dict[str, _Pending] = {}
+        topic, kind, features = None, None, frozenset[str]()
+        max_bytes, max_values = self.max_event_bytes, self.max_event_values
         for record in records:
             if record.topic != topic:  # records come partition by partition: look up rarely
                 topic = record.topic
                 kind = self.topic_kinds.get(topic)
                 kind = kind if kind in self.detectors else None
-                prefix = self._key_prefixes[kind] if kind is not None else ""
-            try:
-                event = self._decode(record, kind)
-            except InvalidEvent as exc:
-                outcome.dead.append(DeadLetter(record, exc.reason))
-                continue
-            redis_key = prefixed_state_key(prefix, event.key)
-            group = pending.get(redis_key)
+                if kind is not None:
+                    streams = pending.setdefault(kind, {})
+                    features = self._features[kind]
+            # The common case inline (this loop runs for every event); anything unusual goes
+            # through _decode, which finds the reason.
+            value, event = record.value, None
+            if kind is not None and value is not None and len(value) <= max_bytes:
+                event = wire_event(value)
+                if event is not None and not (
+                    event.values.keys() == features
+                    and (event.label is None or event.label == 0 or event.label == 1)
+                    and len(event.values) <= max_values
+                    and (record.key is None or record.key == event.key.encode())
+                ):
+                    event = None
+            if event is None:
+                try:
+                    event = self._decode(record, kind)
+                except InvalidEvent as exc:
+                    outcome.dead.append(DeadLetter(record, exc.reason))
+                    continue
+            group = streams.get(event.key)
             if group is None:
-                group = pending[redis_key] = _Pending(kind, event.key)  # type: ignore[arg-type]  # kind is set
-            group.items.append((record, event))
+                group = streams[event.key] = _Pending(event.key)
+            group.records.append(record)
+            group.events.append(event)
         if not pending:
             return outcome
 
-        keys = list(pending)
-        raw_states = dict(zip(keys, await self.store.get_many(keys), strict=True))
-        by_kind: dict[str, list[str]] = {}
-        for redis_key, group in pending.items():
-            by_kind.setdefault(group.kind, []).append(redis_key)
-        for kind, kind_keys in by_kind.items():
-            states = self._advance(kind, kind_keys, [pending[k] for k in kind_keys], raw_states, outcome)
-            written = np.array([i for i, k in enumerate(kind_keys) if pending[k].items], dtype=np.intp)
+        kind_keys = {kind: [self.key_for(kind, k) for k in groups] for kind, groups in pending.items()}
+        keys = [k for redis_keys in kind_keys.values() for k in redis_keys]
+        raw_states = iter(await self.store.get_many(keys))
+        for kind, groups in pending.items():
+            redis_keys = kind_keys[kind]
+            raws = [next(raw_states) for _ in redis_keys]
+            states = self._advance(kind, redis_keys, list(groups.values()), raws, outcome)
+            written = np.array([i for i, g in enumerate(groups.values()) if g.events], dtype=np.intp)
             packed = pack_states(
                 StoredBatch(states.states.take(written), states.partition[written], states.offset[written])
             )
-            outcome.states.update(zip((kind_keys[i] for i in written), packed, strict=True))
+            outcome.states.update(zip((redis_keys[i] for i in written), packed, strict=True))
         # Found kind by kind, stream by stream: published in each partition's order.
         outcome.alerts.sort(key=lambda a: (a["source"]["topic"], a["source"]["partition"], a["source"]["offset"]))
         return outcome
@@ -173,51 +194,65 @@ class BatchScorer:
         kind: str,
         keys: list[str],
         groups: list[_Pending],
-        raw_states: Mapping[str, bytes | None],
+        raws: list[bytes | None],
         outcome: BatchOutcome,
     ) -> StoredBatch:
         """Apply every pending event of one kind's streams to their stored states, in arrays."""
         detector = self.detectors[kind]
-        raws = [raw_states[k] for k in keys]
         stored, usable = unpack_states(raws, detector.hidden, detector.spec.norm_size)
         for i in np.flatnonzero(~usable & np.array([r is not None for r in raws], dtype=bool)):
             outcome.ignored_states += 1
             logger.warning("state %s has another layout or model size; starting the stream afresh", keys[i])
-        # The fence: a stream lives in one partition, so its offsets only grow. Only streams with a
-        # stored state and more than one event, or a first event not newer, need a look.
-        firsts = [g.items[0][0] for g in groups]
-        first_partition = np.array([r.partition for r in firsts], dtype=np.int64)
-        first_offset = np.array([r.offset for r in firsts], dtype=np.int64)
-        counts = np.array([len(g.items) for g in groups], dtype=np.int64)
-        suspect = usable & ((counts > 1) | ((first_partition == stored.partition) & (first_offset <= stored.offset)))
-        for i in np.flatnonzero(suspect):
-            group, partition, offset = groups[i], stored.partition[i], stored.offset[i]
-            before = len(group.items)
-            group.items = [(r, e) for r, e in group.items if r.partition != partition or r.offset > offset]
-            outcome.fenced += before - len(group.items)
-            counts[i] = len(group.items)
+        # The fence: skip every event not newer than its stream's stored offset in that partition
+        # (a redelivery). Checked in arrays over all events: it is almost never true.
+        counts = np.array([len(g.events) for g in groups], dtype=np.int64)
+        records = [r for g in groups for r in g.records]
+        partition = np.fromiter(map(_PARTITION, records), dtype=np.int64, count=len(records))
+        offset = np.fromiter(map(_OFFSET, records), dtype=np.int64, count=len(records))
+        stream = np.repeat(np.arange(len(groups)), counts)
+        stale = usable[stream] & (partition == stored.partition[stream]) & (offset <= stored.offset[stream])
+        if stale.any():
+            for i in np.unique(stream[stale]):
+                group = groups[i]
+                keep = [
+                    j
+                    for j, r in enumerate(group.records)
+                    if r.partition != stored.partition[i] or r.offset > stored.offset[i]
+                ]
+                outcome.fenced += len(group.records) - len(keep)
+                group.records = [group.records[j] for j in keep]
+                group.events = [group.events[j] for j in keep]
+                counts[i] = len(keep)
+            partition, offset = partition[~stale], offset[~stale]
+            records = [r for g in groups for r in g.records]
 
         # Every pending event of these streams in one call, stream after stream (the detector
         # steps the w-th event of every stream together: a stream's events apply in order).
         live = np.flatnonzero(counts > 0)
         if live.size:
-            batch = [item for i in live for item in groups[i].items]
+            events = [e for i in live for e in groups[i].events]
             scores, decision, new = detector.step_batch(
                 stored.states.take(live),
-                np.array([e.ts for _, e in batch], dtype=np.int64),
-                [e.values for _, e in batch],
+                np.fromiter(map(_TS, events), dtype=np.int64, count=len(events)),
+                list(map(_VALUES, events)),
                 counts[live],
             )
             stored.states.put(live, new)
             last = np.cumsum(counts[live]) - 1
-            stored.partition[live] = [batch[j][0].partition for j in last]
-            stored.offset[live] = [batch[j][0].offset for j in last]
+            stored.partition[live] = partition[last]
+            stored.offset[live] = offset[last]
             for j in np.flatnonzero(decision.alert):
-                record, event = batch[j]
+                record, event = records[j], events[j]
                 result = scores.scored(detector, int(j), decision.decision(int(j)))
                 outcome.alerts.append(
                     build_alert(event, result, detector, kind, record.topic, record.partition, record.offset)
                 )
-            outcome.scored += len(batch)
+            outcome.scored += len(events)
         outcome.waves = max(outcome.waves, int(counts.max(initial=0)))
         return stored
+
+
+_TS = attrgetter("ts")
+_VALUES = attrgetter("values")
+_PARTITION = attrgetter("partition")
+_OFFSET = attrgetter("offset")

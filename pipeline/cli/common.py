@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,15 @@ def model_options(fn: Any) -> Any:
         help="A model directory from `gruwatch train`.",
     )(fn)
     return fn
+
+
+def data_files_option(help_text: str, required: bool = True) -> Callable[[Any], Any]:
+    """``--data PATH`` (repeatable, files or folders) as ``data_paths``."""
+    return click.option(
+        "--data",
+        "data_paths",
+        multiple=True,
+        required=required,
+        type=click.Path(exists=True, path_type=Path),
+        help=help_text,
+    )

@@ -9,21 +9,14 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.common import console, model_options
+from pipeline.cli.common import console, data_files_option, model_options
 from pipeline.errors import GruwatchError
 from pipeline.settings import KINDS
 
 
 @click.command()
 @click.option("--kind", type=click.Choice(list(KINDS)), required=True, help="Stream kind to train for.")
-@click.option(
-    "--data",
-    "data_paths",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="JSONL files or folders (from `record` or `produce --output`); repeatable.",
-)
+@data_files_option("JSONL files or folders (from `record` or `produce --output`); repeatable.")
 @click.option(
     "--out",
     "out_dir",
@@ -130,13 +123,7 @@ def train(
 
 @click.command()
 @model_options
-@click.option(
-    "--data",
-    "data_paths",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-)
+@data_files_option("JSONL events (files or folders); repeatable.")
 @click.option(
     "-o",
     "--output",
@@ -166,13 +153,7 @@ def score(model_dir: Path | None, kind: str | None, data_paths: tuple[Path, ...]
 
 @click.group(invoke_without_command=True)
 @model_options
-@click.option(
-    "--data",
-    "data_paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Labelled JSONL events.",
-)
+@data_files_option("Labelled JSONL events (files or folders); repeatable.", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--plot",

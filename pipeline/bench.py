@@ -182,8 +182,8 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
     log(f"worker: preloading {events:,} mixed events over {streams:,} streams into fresh topics")
     topics, total = _preload(settings, events, streams)
     try:
-        # Three reads, the median: one read of 400,000 events lasts under a second, and single
-        # reads move by a quarter between runs on this machine.
+        # Three reads, the median: one read of 400,000 events lasts ~0.5 s, short enough for the
+        # machine's other work to move a single read.
         log("worker: raw aiokafka consumer (the transport floor), three reads, each in a fresh process")
         floors = [read_floor_in_fresh_process(settings, list(topics.values()), total) for _ in range(3)]
         floor = statistics.median(floors)

@@ -172,7 +172,8 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset=self.settings.auto_offset_reset,
             max_poll_records=self.settings.batch_size,
-            # Hear about a rebalance (a process joining) within a second, not aiokafka's 3 s.
+            # Hear about a rebalance (a worker joining or leaving) within ~0.2 s, not aiokafka's
+            # 3 s: until then the group waits for this member, and its partitions for their owner.
             heartbeat_interval_ms=200,
             fetch_max_bytes=32 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,

@@ -170,13 +170,12 @@ def _naive(
 
 
 def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
-    import asyncio
 
     import redis as redis_sync
 
     from pipeline.modeling import load_worker_models
     from pipeline.processes import WorkerJob, combined, run_processes
-    from pipeline.worker import Worker
+    from pipeline.worker import WorkerStats
 
     streams = 10_000
     log(f"worker: preloading {events:,} mixed events over {streams:,} streams into fresh topics")
@@ -188,27 +187,30 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         floors = [read_floor_in_fresh_process(settings, list(topics.values()), total) for _ in range(3)]
         floor = statistics.median(floors)
         detectors = load_worker_models(_model_dirs(settings), list(topics))
+
+        def run_workers(processes: int, namespace: str) -> WorkerStats:
+            # Each a fresh `gruwatch worker` process, as a user runs it (not this process, which
+            # holds the preloaded events): a fresh group and namespace, the same events.
+            job = WorkerJob(
+                _worker_settings(settings, topics),
+                _model_dirs(settings),
+                list(topics.values()),
+                namespace=namespace,
+                idle_exit=2.0,
+            )
+            stats = combined(run_processes(job, processes))
+            if stats.events != total:
+                raise RuntimeError(f"{processes} worker process(es) read {stats.events} of {total} events")
+            return stats
+
         namespace = f"bench-{uuid.uuid4().hex[:8]}"
         log("worker: gruwatch worker, one process, from start to caught up (lag 0, states written)")
-        worker = Worker(_worker_settings(settings, topics), detectors, list(topics.values()), namespace=namespace)
-        started = time.perf_counter()
-        stats = asyncio.run(worker.run(max_idle_s=2.0))
-        if stats.events != total:
-            raise RuntimeError(f"the worker read {stats.events} of {total} events")
-        one_process = total / (stats.last_batch - stats.first_record)
-        with_start = total / (stats.last_batch - started)
+        one = run_workers(1, namespace)
+        one_process = total / (one.last_batch - one.first_record)
+        with_start = total / (one.last_batch - one.started)
         processes = max(1, os.cpu_count() or 1)
         log(f"worker: gruwatch worker --processes {processes}, same events, a fresh group and namespace")
-        job = WorkerJob(
-            _worker_settings(settings, topics),
-            _model_dirs(settings),
-            list(topics.values()),
-            namespace=f"bench-{uuid.uuid4().hex[:8]}",
-            idle_exit=2.0,
-        )
-        many = combined(run_processes(job, processes))
-        if many.events != total:
-            raise RuntimeError(f"{processes} worker processes read {many.events} of {total} events")
+        many = run_workers(processes, f"bench-{uuid.uuid4().hex[:8]}")
         worker_eps = total / (many.last_batch - many.first_record)
         client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
         keys = [k for _, k in zip(range(300), client.scan_iter(match=f"gw:{namespace}:*", count=1000), strict=False)]
@@ -233,7 +235,7 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         "worker_eps": round(worker_eps, 1),
         "worker_processes": processes,
         "worker_eps_1proc": round(one_process, 1),
-        "worker_eps_with_startup": round(with_start, 1),
+        "worker_eps_with_startup": round(with_start, 1),  # from subscribing: the group join included
         "floor_eps": round(floor, 1),
         "floor_eps_reads": [round(f, 1) for f in floors],
         "naive_eps": round(naive, 1),

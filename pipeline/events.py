@@ -21,7 +21,7 @@ import orjson
 
 from pipeline.errors import InvalidEvent
 
-__all__ = ["MAX_KEY_CHARS", "Event", "decode_event", "encode_event", "parse_ts", "validate_event", "wire_event"]
+__all__ = ["MAX_KEY_CHARS", "Event", "decode_event", "decode_plain", "encode_event", "parse_ts", "validate_event"]
 
 MAX_KEY_CHARS = 512
 # Epoch ms between 1970 and 2200: anything outside is a unit mistake (seconds, µs), not a time.
@@ -146,29 +146,22 @@ def _as_set(names: Collection[str]) -> frozenset[str] | set[str]:
     return _feature_set(names) if isinstance(names, tuple) else frozenset(names)
 
 
-def wire_event(raw: bytes | str) -> Event | None:
-    """The event if msgspec's typed decode takes it (types, finiteness, key/ts/values ranges),
-    else None; the checks that depend on the model and settings are the caller's."""
-    try:
-        return _WIRE.decode(raw)
-    except msgspec.DecodeError:
-        return None
-
-
-def _fast_decode(raw: bytes | str, features: Collection[str] | None, max_values: int) -> Event | None:
-    """The event when it is plainly valid, else None (then the slow path finds the reason).
+def decode_plain(raw: bytes | str, features: frozenset[str] | set[str] | None, max_values: int) -> Event | None:
+    """The event when it is plainly valid, else None (then ``decode_event``'s slow path finds the
+    reason). The worker's batch loop calls it for every record.
 
     msgspec rejects bools as numbers, non-finite numbers, wrong types, an empty or over-long key,
     a ts outside 1970..2200 and empty values while decoding; what is left are the checks that
     depend on settings and the model (how many values, which features) and the label."""
-    event = wire_event(raw)
-    if event is None:
+    try:
+        event = _WIRE.decode(raw)
+    except msgspec.DecodeError:
         return None
     values, label = event.values, event.label
     if not (
         len(values) <= max_values
         and (label is None or label == 0 or label == 1)
-        and (features is None or values.keys() == _as_set(features))
+        and (features is None or values.keys() == features)
     ):
         return None
     return event
@@ -184,7 +177,7 @@ def decode_event(
     """Decode and validate one event; raises InvalidEvent with the reason."""
     if len(raw) > max_bytes:
         raise InvalidEvent(f"event is {len(raw)} bytes; at most {max_bytes} are accepted")
-    event = _fast_decode(raw, features, max_values)
+    event = decode_plain(raw, None if features is None else _as_set(features), max_values)
     if event is not None:
         return event
     # Anything else (an ISO ts, a float ts, or an invalid event): decoded and checked in Python.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -21,7 +22,7 @@ import numpy as np
 from models.detector import Detector
 from pipeline.alerts import build_alert
 from pipeline.errors import InvalidEvent
-from pipeline.events import Event, decode_event, wire_event
+from pipeline.events import Event, decode_event, decode_plain
 from pipeline.state import StateStore, StoredBatch, pack_states, prefixed_state_key, state_key_prefix, unpack_states
 
 __all__ = ["BatchOutcome", "BatchScorer", "DeadLetter", "KafkaRecord", "Record"]
@@ -147,17 +148,12 @@ class BatchScorer:
                 if kind is not None:
                     streams = pending.setdefault(kind, {})
                     features = self._features[kind]
-            # The common case inline (this loop runs for every event); anything unusual goes
+            # The common case in one call (this loop runs for every event); anything unusual goes
             # through _decode, which finds the reason.
             value, event = record.value, None
             if kind is not None and value is not None and len(value) <= max_bytes:
-                event = wire_event(value)
-                if event is not None and not (
-                    event.values.keys() == features
-                    and (event.label is None or event.label == 0 or event.label == 1)
-                    and len(event.values) <= max_values
-                    and (record.key is None or record.key == event.key.encode())
-                ):
+                event = decode_plain(value, features, max_values)
+                if event is not None and record.key is not None and record.key != event.key.encode():
                     event = None
             if event is None:
                 try:
@@ -212,19 +208,15 @@ class BatchScorer:
         stream = np.repeat(np.arange(len(groups)), counts)
         stale = usable[stream] & (partition == stored.partition[stream]) & (offset <= stored.offset[stream])
         if stale.any():
+            outcome.fenced += int(stale.sum())
+            fresh = ~stale
+            starts = np.cumsum(counts) - counts
             for i in np.unique(stream[stale]):
-                group = groups[i]
-                keep = [
-                    j
-                    for j, r in enumerate(group.records)
-                    if r.partition != stored.partition[i] or r.offset > stored.offset[i]
-                ]
-                outcome.fenced += len(group.records) - len(keep)
-                group.records = [group.records[j] for j in keep]
-                group.events = [group.events[j] for j in keep]
-                counts[i] = len(keep)
-            partition, offset = partition[~stale], offset[~stale]
-            records = [r for g in groups for r in g.records]
+                keep = fresh[starts[i] : starts[i] + counts[i]]
+                groups[i].records = list(compress(groups[i].records, keep))
+                groups[i].events = list(compress(groups[i].events, keep))
+            counts = np.bincount(stream[fresh], minlength=len(groups))
+            partition, offset, records = partition[fresh], offset[fresh], list(compress(records, fresh))
 
         # Every pending event of these streams in one call, stream after stream (the detector
         # steps the w-th event of every stream together: a stream's events apply in order).

@@ -170,7 +170,6 @@ def _naive(
 
 
 def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
-
     import redis as redis_sync
 
     from pipeline.modeling import load_worker_models
@@ -184,7 +183,9 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         # Three reads, the median: one read of 400,000 events lasts ~0.5 s, short enough for the
         # machine's other work to move a single read.
         log("worker: raw aiokafka consumer (the transport floor), three reads, each in a fresh process")
-        floors = [read_floor_in_fresh_process(settings, list(topics.values()), total) for _ in range(3)]
+        floors = [
+            read_floor_in_fresh_process(settings, list(topics.values()), total, kafka.BATCH_FETCH) for _ in range(3)
+        ]
         floor = statistics.median(floors)
         detectors = load_worker_models(_model_dirs(settings), list(topics))
 
@@ -376,7 +377,7 @@ def bench_faust(settings: Settings, events: int, log: Callable[[str], None]) -> 
         web_port = sock.getsockname()[1]
     try:
         log(f"faust: raw aiokafka consumer and a do-nothing Faust agent over {count:,} events")
-        floor = read_floor_in_fresh_process(settings, [topic], count)
+        floor = read_floor_in_fresh_process(settings, [topic], count, kafka.BATCH_FETCH)
         with tempfile.TemporaryDirectory() as tmp:
             env = {
                 **os.environ,

@@ -15,6 +15,7 @@ from pipeline.errors import KafkaUnavailable
 from pipeline.settings import Settings
 
 __all__ = [
+    "BATCH_FETCH",
     "admin",
     "aiokafka_security",
     "broker_info",
@@ -26,6 +27,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# An aiokafka consumer's fetch sizes for batch reading: the worker's, and the bench's transport
+# floor reads with the same, so the two compare like for like.
+BATCH_FETCH: dict[str, int] = {"fetch_max_bytes": 32 * 1024 * 1024, "max_partition_fetch_bytes": 8 * 1024 * 1024}
 
 # A down broker must be reported in seconds, not after kafka-python's 60 s defaults.
 _PROBE_TIMEOUT_MS = 3000

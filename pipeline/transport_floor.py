@@ -12,14 +12,17 @@ import asyncio
 import multiprocessing
 import time
 import uuid
+from collections.abc import Mapping
 
 from pipeline.settings import Settings
 
 __all__ = ["read_floor", "read_floor_in_fresh_process"]
 
 
-async def read_floor(settings: Settings, topics: list[str], total: int) -> float:
-    """Events/s of a raw consumer in a fresh group reading ``total`` events of ``topics``."""
+async def read_floor(settings: Settings, topics: list[str], total: int, fetch: Mapping[str, int]) -> float:
+    """Events/s of a raw consumer in a fresh group reading ``total`` events of ``topics``, with the
+    fetch sizes ``fetch`` (the worker's ``pipeline.kafka.BATCH_FETCH``: passed in, as that module
+    would bring kafka-python into this process)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -29,8 +32,7 @@ async def read_floor(settings: Settings, topics: list[str], total: int) -> float
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_records=settings.batch_size,
-        fetch_max_bytes=32 * 1024 * 1024,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
+        **fetch,
     )
     await consumer.start()
     try:
@@ -45,11 +47,11 @@ async def read_floor(settings: Settings, topics: list[str], total: int) -> float
         await consumer.stop()
 
 
-def _read(settings: Settings, topics: list[str], total: int) -> float:
-    return asyncio.run(read_floor(settings, topics, total))
+def _read(settings: Settings, topics: list[str], total: int, fetch: Mapping[str, int]) -> float:
+    return asyncio.run(read_floor(settings, topics, total, fetch))
 
 
-def read_floor_in_fresh_process(settings: Settings, topics: list[str], total: int) -> float:
+def read_floor_in_fresh_process(settings: Settings, topics: list[str], total: int, fetch: Mapping[str, int]) -> float:
     """``read_floor`` in a spawned process of its own."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return float(pool.apply(_read, (settings, topics, total)))
+        return float(pool.apply(_read, (settings, topics, total, dict(fetch))))

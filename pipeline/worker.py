@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.detector import Detector
 from pipeline.errors import KafkaUnavailable, ServiceUnavailable
-from pipeline.kafka import aiokafka_security
+from pipeline.kafka import BATCH_FETCH, aiokafka_security
 from pipeline.lifecycle import batch_gc, single_math_thread
 from pipeline.metrics import WorkerMetrics
 from pipeline.scoring import BatchOutcome, BatchScorer, KafkaRecord
@@ -175,8 +175,7 @@ class Worker:
             # Hear about a rebalance (a worker joining or leaving) within ~0.2 s, not aiokafka's
             # 3 s: until then the group waits for this member, and its partitions for their owner.
             heartbeat_interval_ms=200,
-            fetch_max_bytes=32 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            **BATCH_FETCH,
             **aiokafka_security(self.settings),
         )
         self._producer = AIOKafkaProducer(

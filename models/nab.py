@@ -8,7 +8,8 @@ threshold, a window counts its best detected record (or −``fn`` weight when no
 and every detected record outside windows adds its cost. The corpus score is the best total
 over every threshold (the exhaustive sweep); it is normalised to 100 × (raw − null) /
 (perfect − null), where null is the constant-score detector and perfect detects every window
-at its start.
+at its start. At the chosen threshold, each profile also counts what was detected: windows
+caught and missed, and detections outside every window (false positives), in all and per file.
 
 >>> round(scaled_sigmoid(-1.0), 5), round(scaled_sigmoid(0.0), 5), scaled_sigmoid(3.0)
 (0.98661, 0.0, -1.0)
@@ -22,12 +23,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PROBATION_PERCENT",
     "CostMatrix",
+    "Detections",
     "SweepRow",
     "corpus_scores",
+    "count_detections",
     "load_profiles",
     "load_windows",
     "parse_nab_time",
@@ -57,6 +61,44 @@ class SweepRow:
     anomaly_score: float
     sweep_score: float
     window: str | None  # None outside windows; "probationary" records are never scored
+
+
+@dataclass(frozen=True)
+class Detections:
+    """What a threshold detects in scored records: windows with a detection, and false positives."""
+
+    windows: int = 0
+    detected: int = 0
+    false_positives: int = 0
+
+    @property
+    def missed(self) -> int:
+        return self.windows - self.detected
+
+    def __add__(self, other: Detections) -> Detections:
+        return Detections(
+            self.windows + other.windows,
+            self.detected + other.detected,
+            self.false_positives + other.false_positives,
+        )
+
+
+def count_detections(rows: Sequence[SweepRow], threshold: float) -> Detections:
+    """Detection is score ≥ threshold (as in ``best_threshold``); probationary records never count."""
+    windows: set[str] = set()
+    detected: set[str] = set()
+    false_positives = 0
+    for r in rows:
+        if r.window == "probationary":
+            continue
+        hit = r.anomaly_score >= threshold
+        if r.window is None:
+            false_positives += hit
+            continue
+        windows.add(r.window)
+        if hit:
+            detected.add(r.window)
+    return Detections(len(windows), len(detected), false_positives)
 
 
 def scaled_sigmoid(position: float) -> float:
@@ -152,25 +194,33 @@ def corpus_scores(
     files: Mapping[str, tuple[Sequence[datetime], Sequence[float]]],
     windows: Mapping[str, Sequence[tuple[datetime, datetime]]],
     profiles: Mapping[str, CostMatrix],
-) -> dict[str, dict[str, float]]:
-    """Per profile: the normalised score, the raw score, its threshold, and the null/perfect anchors."""
-    out: dict[str, dict[str, float]] = {}
+) -> dict[str, dict[str, Any]]:
+    """Per profile: the normalised score, the raw score, its threshold, the null/perfect anchors,
+    and what that threshold detects (``windows_detected``, ``windows_missed``,
+    ``false_positives``; ``files``: per file, [detected, windows, false positives])."""
+    out: dict[str, dict[str, Any]] = {}
     window_count = sum(len(windows.get(name, [])) for name in files)
     for profile, cost in profiles.items():
-        rows: list[SweepRow] = []
+        per_file: dict[str, list[SweepRow]] = {}
         null_rows: list[SweepRow] = []
         for name, (timestamps, scores) in files.items():
             file_windows = windows.get(name, [])
-            rows.extend(sweep_file(timestamps, scores, file_windows, name, cost))
+            per_file[name] = sweep_file(timestamps, scores, file_windows, name, cost)
             null_rows.extend(sweep_file(timestamps, [_NULL_SCORE] * len(timestamps), file_windows, name, cost))
-        threshold, raw = best_threshold(rows, cost)
+        threshold, raw = best_threshold([r for rows in per_file.values() for r in rows], cost)
         _, null = best_threshold(null_rows, cost)
         perfect = window_count * cost.tp
+        found = {name: count_detections(rows, threshold) for name, rows in per_file.items()}
+        total = sum(found.values(), Detections())
         out[profile] = {
             "score": 100.0 * (raw - null) / (perfect - null),
             "raw": raw,
             "threshold": threshold,
             "null": null,
             "perfect": perfect,
+            "windows_detected": total.detected,
+            "windows_missed": total.missed,
+            "false_positives": total.false_positives,
+            "files": {name: [d.detected, d.windows, d.false_positives] for name, d in found.items()},
         }
     return out

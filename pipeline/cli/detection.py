@@ -259,7 +259,7 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool) -
         click.echo(orjson.dumps(result).decode())
         return
     table = Table(title=f"NAB with {result['model']} ({result['files']} files, {result['records']:,} records)")
-    for column in ("profile", "score", "raw", "threshold", "null", "perfect"):
+    for column in ("profile", "score", "raw", "threshold", "null", "perfect", "windows", "FP"):
         table.add_column(column, justify="right")
     for profile, d in result["details"].items():
         table.add_row(
@@ -269,5 +269,7 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool) -
             f"{d['threshold']:.6f}",
             f"{d['null']:.0f}",
             f"{d['perfect']:.0f}",
+            f"{d['windows_detected']}/{d['windows_detected'] + d['windows_missed']}",
+            f"{d['false_positives']}",
         )
     Console().print(table)

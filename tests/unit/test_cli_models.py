@@ -81,5 +81,8 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path) -> None:
     for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
         assert -100 <= report[profile] <= 100
         assert report["details"][profile]["perfect"] == 116
+        details = report["details"][profile]
+        assert details["windows_detected"] + details["windows_missed"] == 116
+        assert details["false_positives"] == sum(f[2] for f in details["files"].values())
     # Measured 57.8 / 47.9 / 65.1 with the shipped generic model: a regression bar, not the goal.
     assert report["standard"] >= 54 and report["reward_low_FP_rate"] >= 43 and report["reward_low_FN_rate"] >= 61

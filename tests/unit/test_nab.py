@@ -37,6 +37,9 @@ def test_reproduces_artime_published_scores(nab_dir: Path) -> None:
     for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
         assert scores[profile]["score"] == pytest.approx(published[profile], abs=0.01), profile
     assert scores["standard"]["perfect"] == 116 and scores["standard"]["null"] == -116
+    standard = scores["standard"]
+    assert standard["windows_detected"] + standard["windows_missed"] == 116
+    assert sum(f[1] for f in standard["files"].values()) == 116
 
 
 def _series(n: int) -> list[datetime]:
@@ -72,3 +75,20 @@ def test_probationary_records_are_never_scored() -> None:
     rows = sweep_file(ts, scores, [], "f", cost)
     assert rows[10].window == "probationary" and rows[150].window is None
     assert best_threshold(rows, cost)[1] == pytest.approx(0.0)
+
+
+def test_counts_what_the_chosen_threshold_detects() -> None:
+    ts = _series(1000)
+    windows = {"a": [(ts[300], ts[349]), (ts[600], ts[649])], "b": [(ts[500], ts[549])]}
+    scores_a = [0.0] * 1000
+    scores_a[310] = 0.9  # window 1 caught; window 2 missed
+    scores_a[400] = scores_a[401] = 0.9  # two false positives
+    scores_a[20] = 0.9  # probationary: never counted
+    scores_b = [0.0] * 1000
+    scores_b[520] = 0.95
+    scores_b[800] = 0.5  # below the threshold the sweep picks
+    profiles = {"standard": CostMatrix(tp=1.0, fp=0.11, fn=1.0)}
+    result = corpus_scores({"a": (ts, scores_a), "b": (ts, scores_b)}, windows, profiles)["standard"]
+    assert result["threshold"] == 0.9
+    assert (result["windows_detected"], result["windows_missed"], result["false_positives"]) == (2, 1, 2)
+    assert result["files"] == {"a": [1, 2, 2], "b": [1, 1, 0]}

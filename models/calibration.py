@@ -24,12 +24,25 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["SEVERITY_NAMES", "BatchDecision", "Calibration", "Decision", "EpisodeArrays", "EpisodeState", "Severity"]
+__all__ = [
+    "RULE_NAMES",
+    "SEVERITY_NAMES",
+    "BatchDecision",
+    "Calibration",
+    "Decision",
+    "EpisodeArrays",
+    "EpisodeState",
+    "Severity",
+]
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY_NAMES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 # Episode transitions in a BatchDecision: none, or the index into this tuple.
 EPISODE_NAMES: tuple[Literal["open", "update", "resolve"], ...] = ("open", "update", "resolve")
+# Why an event is anomalous: its score (or one feature's term), a sustained lift of the recent
+# scores, or a run of repeats the stream's own repeat rate makes improbable (FeatureSpec.stuck_rule).
+Rule = Literal["score", "sustained", "stuck"]
+RULE_NAMES: tuple[Rule, ...] = ("score", "sustained", "stuck")
 _LEVELS = np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2.5, -4, 4), [1.0]])
 # The per-stream mean score adapts this fast (an exponentially weighted mean over ~200 events).
 _STREAM_ALPHA = 0.005
@@ -47,7 +60,7 @@ class Decision:
     alert: bool  # this event opens an episode (or escalates it)
     severity: Severity | None
     episode: Literal["open", "update", "resolve"] | None
-    rule: Literal["score", "sustained"] | None = None  # why it is anomalous: this event, or a run
+    rule: Rule | None = None  # why it is anomalous (RULE_NAMES)
 
 
 @dataclass
@@ -187,10 +200,11 @@ class Calibration:
             # An exact running mean while the stream is young, then exponentially weighted.
             state.score_mean += max(1.0 / state.count, _STREAM_ALPHA) * (clipped - state.score_mean)
 
-    def advance(self, score: float, probability: float, state: EpisodeState) -> Decision:
-        """Advance a stream's episode with a calibrated score (mutates ``state``)."""
+    def advance(self, score: float, probability: float, state: EpisodeState, stuck: float = 1.0) -> Decision:
+        """Advance a stream's episode with a calibrated score (mutates ``state``); ``stuck``: the
+        chance of the run of repeats this event extends (FeatureSpec.stuck_probabilities)."""
         warm = state.count >= self.warmup
-        rule: Literal["score", "sustained"] = "score"
+        rule: Rule = "score"
         if warm and math.isfinite(self.sustain_h) and probability >= self.far:
             recent = state.recent + _RECENT_ALPHA * (min(score, self._threshold) - state.recent)
             lift = recent - state.score_mean
@@ -198,6 +212,8 @@ class Calibration:
                 # A sustained lift counts as one event that improbable.
                 probability = min(probability, self.far * math.exp(-(lift - self.sustain_h)))
                 rule = "sustained"
+        if stuck < probability:
+            probability, rule = stuck, "stuck"
         anomalous = warm and probability < self.far
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
@@ -220,7 +236,9 @@ class Calibration:
         """``severity`` as indices into SEVERITY_NAMES, vectorised."""
         return 3 - np.searchsorted(np.array([1e-3, 1e-2, 1e-1]) * self.far, probabilities, side="right")
 
-    def advance_many(self, scores: np.ndarray, probabilities: np.ndarray, state: EpisodeArrays) -> BatchDecision:
+    def advance_many(
+        self, scores: np.ndarray, probabilities: np.ndarray, state: EpisodeArrays, stuck: np.ndarray | None = None
+    ) -> BatchDecision:
         """``advance`` for one event of each of several different streams, in arrays (mutates
         ``state``). The same arithmetic, element by element, as the scalar path."""
         scores = np.asarray(scores, dtype=np.float64)
@@ -233,6 +251,9 @@ class Calibration:
             sustained = warm & (probability >= self.far) & (lift > self.sustain_h)
             for i in np.flatnonzero(sustained):  # rare; math.exp, bit for bit the scalar path's
                 probability[i] = min(probability[i], self.far * math.exp(-(lift[i] - self.sustain_h)))
+        stuck = np.ones(scores.shape) if stuck is None else stuck
+        by_stuck = stuck < probability
+        probability = np.where(by_stuck, stuck, probability)
         anomalous = warm & (probability < self.far)
         # _track
         state.count += 1
@@ -253,8 +274,10 @@ class Calibration:
         state.quiet = np.where(resolves, 0, state.quiet)
         state.peak = np.where(resolves, 1.0, state.peak)
         episode = np.select([opens, updates, resolves], [0, 1, 2], default=-1)
+        rule = np.select([by_stuck, sustained], [RULE_NAMES.index("stuck"), RULE_NAMES.index("sustained")], 0)
+        rule = np.where(anomalous, rule, -1)
         return BatchDecision(
-            probability, anomalous, opens | escalated, np.where(anomalous, severity, -1), episode, anomalous & sustained
+            probability, anomalous, opens | escalated, np.where(anomalous, severity, -1), episode, rule
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -350,17 +373,17 @@ class BatchDecision:
     alert: np.ndarray
     severity: np.ndarray  # index into SEVERITY_NAMES, -1 when not anomalous
     episode: np.ndarray  # index into EPISODE_NAMES, -1 for none
-    sustained: np.ndarray  # anomalous by the sustained-lift rule
+    rule: np.ndarray  # index into RULE_NAMES, -1 when not anomalous
 
     @classmethod
     def empty(cls, size: int) -> BatchDecision:
         """Room for ``size`` events' decisions (filled wave by wave with ``put``)."""
         flags = np.zeros(size, dtype=bool)
         index = np.full(size, -1, dtype=np.int64)
-        return cls(np.ones(size), flags, flags.copy(), index, index.copy(), flags.copy())
+        return cls(np.ones(size), flags, flags.copy(), index, index.copy(), index.copy())
 
     def put(self, index: np.ndarray, other: BatchDecision) -> None:
-        for name in ("probability", "anomalous", "alert", "severity", "episode", "sustained"):
+        for name in ("probability", "anomalous", "alert", "severity", "episode", "rule"):
             getattr(self, name)[index] = getattr(other, name)
 
     def set(self, i: int, decision: Decision) -> None:
@@ -370,18 +393,15 @@ class BatchDecision:
         self.alert[i] = decision.alert
         self.severity[i] = SEVERITY_NAMES.index(decision.severity) if decision.severity else -1
         self.episode[i] = EPISODE_NAMES.index(decision.episode) if decision.episode else -1
-        self.sustained[i] = decision.rule == "sustained"
+        self.rule[i] = RULE_NAMES.index(decision.rule) if decision.rule else -1
 
     def decision(self, i: int) -> Decision:
-        severity, episode = int(self.severity[i]), int(self.episode[i])
-        rule: Literal["score", "sustained"] | None = None
-        if self.anomalous[i]:
-            rule = "sustained" if self.sustained[i] else "score"
+        severity, episode, rule = int(self.severity[i]), int(self.episode[i]), int(self.rule[i])
         return Decision(
             float(self.probability[i]),
             bool(self.anomalous[i]),
             bool(self.alert[i]),
             SEVERITY_NAMES[severity] if severity >= 0 else None,
             EPISODE_NAMES[episode] if episode >= 0 else None,
-            rule,
+            RULE_NAMES[rule] if rule >= 0 else None,
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Severity
+from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.features import FeatureSpec
 from models.scorer import GRUScorer
 
@@ -87,6 +87,7 @@ class BatchScores:
     center: np.ndarray
     scale: np.ndarray
     values: Sequence[Mapping[str, float]]
+    stuck: np.ndarray  # per event, the chance of the run of repeats it extends (1: none)
 
     @classmethod
     def of(
@@ -98,12 +99,14 @@ class BatchScores:
         center: np.ndarray,
         scale: np.ndarray,
         values: Sequence[Mapping[str, float]],
+        stuck: np.ndarray | None = None,
     ) -> BatchScores:
         """From the model's per-target terms: the score is their sum; the surprise the length of
         the whitened residual without the time gap."""
         score = terms.astype(np.float64).sum(axis=1)
         surprise = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
-        return cls(score, surprise, terms, mean, z, y, center, scale, values)
+        stuck = np.ones(len(score)) if stuck is None else stuck
+        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck)
 
     def scored(self, detector: Detector, i: int, decision: Decision) -> Scored:
         """Event ``i``'s full result, given its calibrated decision."""
@@ -134,7 +137,7 @@ class Scored:
     severity: Severity | None
     episode: str | None
     explanation: list[dict[str, Any]] | None = None
-    rule: str | None = None  # "score" (this event) or "sustained" (a run of them), when anomalous
+    rule: Rule | None = None  # why it is anomalous (calibration.RULE_NAMES)
     # Length of the whitened residual of the features (the time gap left out): how far this event
     # is from what the model expected, on a common scale; the input of models.likelihood.
     surprise: float = 0.0
@@ -201,7 +204,9 @@ class Detector:
         shifts = np.array([cal.shift(s.episode) for s in states])
         probabilities = cal.event_probabilities(out.score - shifts, out.terms)
         results = [
-            out.scored(self, i, cal.advance(float(out.score[i]), float(probabilities[i]), s.episode))
+            out.scored(
+                self, i, cal.advance(float(out.score[i]), float(probabilities[i]), s.episode, float(out.stuck[i]))
+            )
             for i, s in enumerate(states)
         ]
         new_states = [
@@ -243,6 +248,8 @@ class Detector:
         previous[starts] = states.last_ts
         targets = self._targets(ts, values, previous)
         spec = self.spec
+        cal = self.calibration
+        stuck = np.ones(len(ts))
         if spec.sequential_norm:
             n_targets = spec.n_targets
             y, center, scale = (np.empty((len(ts), n_targets)) for _ in range(3))
@@ -251,12 +258,13 @@ class Detector:
                 y[index], center[index], scale[index], batch.norm[prefix] = spec.normalise_batch(
                     targets[index], batch.norm[prefix]
                 )
+                if spec.stuck_rule:
+                    stuck[index] = spec.stuck_probabilities(batch.norm[prefix], cal.warmup)
         else:
             y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
-        out = BatchScores.of(terms, mean, z, y, center, scale, values)
+        out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck)
 
-        cal = self.calibration
         by_term = cal.term_probabilities(out.terms)
         decision = BatchDecision.empty(len(ts))
         for index in waves:
@@ -267,7 +275,7 @@ class Detector:
                 for row in range(len(index)):
                     episode_row = batch.episode.row(row)
                     run = range(int(index[row]), int(ends[row]))
-                    for j, made in zip(run, self._decide_run(out.score, by_term, run, episode_row), strict=True):
+                    for j, made in zip(run, self._decide_run(out, by_term, run, episode_row), strict=True):
                         decision.set(j, made)
                     batch.episode.set_row(row, episode_row)
                 break
@@ -276,7 +284,7 @@ class Detector:
             probability = cal.probabilities(out.score[index] - cal.shifts(episode))
             if by_term is not None:
                 probability = np.minimum(probability, by_term[index])
-            decision.put(index, cal.advance_many(out.score[index], probability, episode))
+            decision.put(index, cal.advance_many(out.score[index], probability, episode, out.stuck[index]))
             batch.episode.put(rows, episode)
         batch.last_ts = ts[starts + counts - 1][order]
         back = np.empty_like(order)
@@ -296,7 +304,8 @@ class Detector:
         y, center, scale, new_norms = self.spec.normalise_batch(targets, norms)
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_new = self.scorer.step(h, x, y)
-        return BatchScores.of(terms, mean, z, y, center, scale, values), h_new, new_norms
+        stuck = self.spec.stuck_probabilities(new_norms, self.calibration.warmup)
+        return BatchScores.of(terms, mean, z, y, center, scale, values, stuck), h_new, new_norms
 
     def score_sequence(
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState | None = None
@@ -320,30 +329,32 @@ class Detector:
         ts = np.array([t for t, _ in events], dtype=np.int64)
         last = np.concatenate([[state.last_ts], ts[:-1]])
         targets = self._targets(ts, [v for _, v in events], last)
-        y, center, scale, norm = self.spec.normalise_sequence(targets, state.norm)
+        y, center, scale, memory = self.spec.normalise_sequence(targets, state.norm)
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_last = self.scorer.sequence(x, y, state.h)
-        return BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events]), h_last, norm
+        stuck = self.spec.stuck_probabilities(memory, self.calibration.warmup)
+        out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck)
+        return out, h_last, memory[-1].copy()
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
         by_term = self.calibration.term_probabilities(out.terms)
-        decisions = self._decide_run(out.score, by_term, range(len(out.score)), episode)
+        decisions = self._decide_run(out, by_term, range(len(out.score)), episode)
         return [out.scored(self, i, d) for i, d in enumerate(decisions)]
 
     def _decide_run(
-        self, scores: np.ndarray, by_term: np.ndarray | None, events: range, episode: EpisodeState
+        self, out: BatchScores, by_term: np.ndarray | None, events: range, episode: EpisodeState
     ) -> list[Decision]:
-        """Decisions for events ``events`` (indices into ``scores``) of one stream, in order, by the
+        """Decisions for events ``events`` (indices into ``out``) of one stream, in order, by the
         scalar path (mutates ``episode``)."""
         cal = self.calibration
         decisions = []
         for i in events:
-            score = float(scores[i])
+            score = float(out.score[i])
             probability = cal.probability(score - cal.shift(episode))
             if by_term is not None:
                 probability = min(probability, float(by_term[i]))
-            decisions.append(cal.advance(score, probability, episode))
+            decisions.append(cal.advance(score, probability, episode, float(out.stuck[i])))
         return decisions
 
     def explain(

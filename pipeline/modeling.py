@@ -66,9 +66,10 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
     incomplete = sum(1 for e in data.events if len(e.values) != len(names))
     if incomplete:
         raise InputFileError(f"generic training data must name the same values in every event ({incomplete} differ)")
-    # Each stream on its own scale: standardised by its own running statistics, not transformed.
+    # Each stream on its own scale: standardised by its own running statistics, not transformed;
+    # and a stuck value judged by how often the stream itself repeats one.
     transforms = cast("tuple[Transform, ...]", ("identity",) * len(names))
-    return FeatureSpec("generic", tuple(names), transforms, calendar=False, stream_norm=True)
+    return FeatureSpec("generic", tuple(names), transforms, calendar=False, stream_norm=True, stuck_rule=True)
 
 
 def load_model(model_dir: Path | None, kind: str | None, scoring_only: bool = False) -> Detector:

@@ -32,6 +32,9 @@ class GenericGenerator(StreamGenerator):
         shape = _SHAPES[int(normal.integers(len(_SHAPES)))]
         level = float(10 ** normal.uniform(-1, 5))
         noise = level * float(normal.uniform(0.01, 0.15))
+        # A count stream's spread is its Poisson spread (√mean, at the mean rate of its daily
+        # cycle), not ``noise``: an anomaly sized against ``noise`` could sit inside it.
+        count_sd = 1000 * math.sqrt(1.5 * max(0.5, level / 1000)) if level >= 1000 else math.sqrt(max(level, 0.75))
         amplitude = level * float(normal.uniform(0.1, 0.6))
         period_ms = 300_000 if normal.random() < 0.6 else 3_600_000
         ts = self.start_ms + int(normal.uniform(0, period_ms))
@@ -72,7 +75,7 @@ class GenericGenerator(StreamGenerator):
                 active = (kind, length, length, magnitude if kind != "flatline" else last)
             if active is not None:
                 kind, left, length, magnitude = active
-                spread = max(noise, amplitude * 0.3, 1e-3)
+                spread = count_sd if shape == "counts" else max(noise, amplitude * 0.3, 1e-3)
                 if kind == "spike":
                     value += abs(magnitude) * 1.5 * spread * (1 if magnitude > 0 else -0.6)
                 elif kind == "level_shift":

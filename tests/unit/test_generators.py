@@ -121,3 +121,25 @@ def test_large_amounts_are_large_for_their_account() -> None:
                 large += 1
                 assert event["values"]["amount"] > usual
     assert large >= 10
+
+
+def test_count_anomalies_are_sized_against_the_poisson_spread() -> None:
+    """A count stream's spread is √(its mean): a level shift must clear it, where one sized against
+    a share of the level (+1 on a count of 0.5, +10 on one of 90) could not be seen. Measured
+    against the readings just before it, which share its time of day."""
+    events = list(GenericGenerator(keys=60, seed=4, anomaly_rate=0.01).events(24000))
+    checked = 0
+    for stream in by_key(events).values():
+        values = np.array([e["values"]["value"] for e in stream])
+        labels = np.array([e["label"] for e in stream])
+        if not np.all(values[labels == 0] == np.round(values[labels == 0])):  # count streams alone are whole
+            continue
+        scale = 1000 if np.all(values[labels == 0] % 1000 == 0) and values.max() > 0 else 1  # thousands
+        spread = math.sqrt(max(values[labels == 0].mean() / scale, 0.75)) * scale
+        for start in np.flatnonzero(np.diff(labels, prepend=0) == 1):
+            if stream[start]["meta"]["anomaly"] != "level_shift" or start < 20 or labels[start - 20 : start].any():
+                continue
+            end = start + int(np.argmin(labels[start:] == 1)) if labels[start:].min() == 0 else len(labels)
+            checked += 1
+            assert values[start:end].mean() - values[start - 20 : start].mean() > 2 * spread
+    assert checked >= 10

@@ -25,6 +25,7 @@ from models.detector import Detector, Scored, StateBatch, StreamState
 from models.evaluate import ScoredEvent, average_precision, evaluate
 from models.features import DEFAULT_SPECS, FeatureSpec
 from models.train import TrainConfig, train_detector
+from producers.generic import GenericGenerator
 from producers.network import NetworkGenerator
 from producers.sensor import SensorGenerator
 
@@ -79,12 +80,13 @@ def shipped(kind: str) -> Detector:
     return load_detector(shipped_model_dir(kind), kind=kind)
 
 
-@pytest.mark.parametrize("kind", ["network", "sensor"])  # sensor: per-stream memory (stuck runs)
+# sensor: per-stream memory (stuck runs); generic: running statistics and the stuck rule
+@pytest.mark.parametrize("kind", ["network", "sensor", "generic"])
 @pytest.mark.parametrize("api", ["objects", "arrays", "runs"])
 @pytest.mark.parametrize("max_batch", [1, 3, 7, 64])
 def test_step_equals_sequence_whatever_the_batch(max_batch: int, api: str, kind: str) -> None:
     detector = shipped(kind)
-    generator = NetworkGenerator if kind == "network" else SensorGenerator
+    generator = {"network": NetworkGenerator, "sensor": SensorGenerator, "generic": GenericGenerator}[kind]
     events = list(generator(keys=9, seed=21, anomaly_rate=0.01).events(600))
     offline = {k: [r.score for r in detector.score_sequence(evs)[0]] for k, evs in streams_of(events).items()}
     offline_states = {k: detector.score_sequence(evs)[1] for k, evs in streams_of(events).items()}
@@ -148,7 +150,7 @@ def test_a_stuck_channel_is_a_target_alike_online_and_offline() -> None:
         y, _, _, norms = spec.normalise_batch(targets[t : t + 1], norms)
         online.append(y[0])
     np.testing.assert_array_equal(np.array(online), offline)
-    np.testing.assert_array_equal(after, norms[0])  # the run carries into the next call
+    np.testing.assert_array_equal(after[-1], norms[0])  # the run carries into the next call
     flags = offline[:, 4:8]
     stuck = spec.names.index("pressure")
     assert flags[:, stuck].tolist() == [0.0] * 6 + [1.0] * 4 + [0.0] * 4  # from the third repeat on
@@ -408,6 +410,28 @@ def test_stream_normalisation_step_equals_sequence_and_is_scale_free() -> None:
     # The same series a thousand times larger scores the same: each stream is its own scale.
     scaled, _ = detector.score_sequence([(ts, {"value": v["value"] * 1000}) for ts, v in events])
     np.testing.assert_allclose([r.score for r in scaled], [r.score for r in offline], rtol=1e-3, atol=1e-3)
+
+
+def test_a_stuck_value_is_judged_by_the_streams_own_repeat_rate() -> None:
+    """A series that never repeats a value and then holds one is flagged within a few repeats, as
+    "stuck", in one alert; a count at ~0.5 a reading, whose zeros run on by themselves, is not
+    flagged for them beyond the false-alarm rate (a fixed run length would flag it hundreds of times)."""
+    detector = shipped("generic")
+    assert detector.spec.stuck_rule
+    rng = np.random.default_rng(11)
+    ts = [1_767_225_600_000 + 300_000 * i for i in range(4800)]
+    live = [float(v) for v in np.round(rng.normal(50, 2, 300), 4)]
+    results, _ = detector.score_sequence([(t, {"value": v}) for t, v in zip(ts, live + [live[-1]] * 30, strict=False)])
+    stuck = [i for i, r in enumerate(results) if r.anomalous and r.rule == "stuck"]
+    assert stuck and 300 <= stuck[0] <= 303
+    assert sum(r.alert for r in results[300:]) == 1
+    assert not any(r.rule == "stuck" for r in results[:300])
+
+    results, _ = detector.score_sequence(
+        [(t, {"value": float(v)}) for t, v in zip(ts, rng.poisson(0.5, 4800), strict=True)]
+    )
+    repeats = sum(r.rule == "stuck" and r.alert for r in results)
+    assert repeats <= 5, repeats
 
 
 def test_a_sustained_lift_is_anomalous_where_no_single_event_is() -> None:

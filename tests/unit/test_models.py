@@ -434,6 +434,22 @@ def test_a_stuck_value_is_judged_by_the_streams_own_repeat_rate() -> None:
     assert repeats <= 5, repeats
 
 
+def test_a_missed_reading_is_not_an_incident() -> None:
+    """A regularly sampled series that skips readings now and then (a gap four times the usual):
+    the gap is within what the stream's statistics allow, so it neither alerts nor weighs on the
+    score like an outlier, while a jump in the value still does."""
+    detector = shipped("generic")
+    rng = np.random.default_rng(12)
+    ts = np.cumsum(np.where(np.arange(3000) % 500 == 499, 1_200_000, 300_000) + rng.integers(-1000, 1001, 3000))
+    values = rng.normal(100, 3, 3000)
+    values[2800] = 160.0
+    results, _ = detector.score_sequence([(int(t), {"value": float(v)}) for t, v in zip(ts, values, strict=True)])
+    gaps = np.flatnonzero(np.diff(ts, prepend=ts[0]) > 600_000)
+    assert len(gaps) == 6
+    assert not any(results[i].anomalous for i in gaps)
+    assert results[2800].alert and results[2800].explanation[0]["feature"] == "value"
+
+
 def test_a_sustained_lift_is_anomalous_where_no_single_event_is() -> None:
     rng = np.random.default_rng(3)
     streams = [list(rng.normal(0, 1, 400)) for _ in range(20)]

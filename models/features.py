@@ -70,10 +70,11 @@ class FeatureSpec:
     # it). The GRU cannot see exact repeats by itself: its state holds float16, not a reading to
     # four decimals. Costs two floats per feature of stream state (last value, run length).
     stuck_targets: bool = False
-    # A decision rule rather than a target: a run of repeats scores its chance under the stream's
-    # own repeat rate (``stuck_probabilities``). For kinds whose streams differ in how often a
-    # value repeats (a count at night, a temperature to four decimals), where one trained flag
-    # cannot fit all. Costs three floats per feature and one more of stream state.
+    # A decision rule rather than a target: a run of repeats longer than any the stream has shown
+    # scores its chance under the stream's own repeat rate (``stuck_probabilities``). For kinds
+    # whose streams differ in how often a value repeats (a count at night, a temperature to four
+    # decimals), where one trained flag cannot fit all. Costs four floats per feature and one more
+    # of stream state.
     stuck_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
@@ -152,9 +153,10 @@ class FeatureSpec:
     def norm_size(self) -> int:
         """Floats of per-stream memory a stream state carries: running statistics (stream_norm),
         then each feature's last value and how many events in a row it has held it (stuck_targets,
-        stuck_rule), then each feature's repeats so far and the pairs of events seen (stuck_rule)."""
+        stuck_rule), then each feature's repeats so far and longest run before the current one,
+        and the pairs of events seen (stuck_rule)."""
         n = len(self.names)
-        return self._stats_size + (2 * n if self._tracks_runs else 0) + (n + 1 if self.stuck_rule else 0)
+        return self._stats_size + (2 * n if self._tracks_runs else 0) + (2 * n + 1 if self.stuck_rule else 0)
 
     def new_norm(self) -> np.ndarray:
         return np.zeros(self.norm_size, dtype=np.float64)
@@ -170,45 +172,49 @@ class FeatureSpec:
         if not self._tracks_runs:
             return self._normalise_stats(targets, norms)
         n, stats = len(self.names), self._stats_size
-        values, last, run = targets[:, :n], norms[:, stats : stats + n], norms[:, stats + n : stats + 2 * n]
-        repeat = (run > 0) & (values == last)  # run 0: no value yet
-        run = np.where(repeat, run + 1.0, 1.0)
+        values, last, previous_run = targets[:, :n], norms[:, stats : stats + n], norms[:, stats + n : stats + 2 * n]
+        repeat = (previous_run > 0) & (values == last)  # run 0: no value yet
+        run = np.where(repeat, previous_run + 1.0, 1.0)
         full = targets
         if self.stuck_targets:
             full = np.concatenate([values, (run >= STUCK_RUN).astype(np.float64), targets[:, n:]], axis=1)
         y, center, scale, new_stats = self._normalise_stats(full, norms[:, :stats])
         memory = [new_stats, values, run]
         if self.stuck_rule:
-            repeats, pairs = norms[:, stats + 2 * n : stats + 3 * n], norms[:, stats + 3 * n :]
-            paired = norms[:, stats + n : stats + n + 1] > 0  # a value before this one: a new pair
-            memory += [repeats + repeat, pairs + paired]
+            repeats, longest, pairs = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3, 4))
+            paired = previous_run[:, :1] > 0  # a value before this one: a new pair
+            memory += [repeats + repeat, np.where(repeat, longest, np.maximum(longest, previous_run)), pairs + paired]
         return y, center, scale, np.concatenate(memory, axis=1)
 
     def stuck_probabilities(self, norms: np.ndarray, warmup: int) -> np.ndarray:
         """Per stream, from its memory after an event (B, norm_size): the chance of the run of
         repeats that event extends, had the stream kept repeating at its own rate — (r + 1) / (p + 2)
         per pair (r repeats in p consecutive pairs before it), to the power of the run's length − 1;
-        the rarest feature's, times the number of features. 1 when nothing repeats, while the stream
-        has shown fewer than ``warmup`` pairs, or when the rule is off.
+        the rarest feature's, times the number of features. 1 when nothing repeats, when the run is
+        no longer than one the stream has shown before (real series hold values in spells: a
+        spell as long as an earlier one is the stream's habit), while the stream has shown fewer
+        than ``warmup`` pairs, or when the rule is off.
 
         >>> spec = FeatureSpec("demo", ("v",), ("identity",), stream_norm=True, stuck_rule=True)
         >>> norm = spec.new_norm()[None, :]
         >>> chances = []
-        >>> for v in [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0]:
+        >>> for v in [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 6.0, 6.0, 6.0, 6.0]:
         ...     norm = spec.normalise_batch(np.array([[v, 0.0]]), norm)[3]
         ...     chances.append(round(float(spec.stuck_probabilities(norm, warmup=3)[0]), 3))
-        >>> chances  # after four pairs without a repeat, a repeat has chance 1/6; a second (2/7)²
+        >>> chances[:7]  # after four pairs without a repeat, a repeat has chance 1/6; a second (2/7)²
         [1.0, 1.0, 1.0, 1.0, 1.0, 0.167, 0.082]
+        >>> chances[7:]  # a second spell counts only once it outlasts the first
+        [1.0, 1.0, 1.0, 0.094]
         """
         if not self.stuck_rule:
             return np.ones(len(norms))
         n, stats = len(self.names), self._stats_size
         run = norms[:, stats + n : stats + 2 * n]
-        repeats, pairs = norms[:, stats + 2 * n : stats + 3 * n], norms[:, stats + 3 * n :]
+        repeats, longest, pairs = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3, 4))
         repeating = run > 1
         # The rate before this event's pair: take it back out.
         rate = (repeats - repeating + 1.0) / (pairs - 1.0 + 2.0)
-        chance = np.where(repeating, rate ** np.maximum(run - 1.0, 0.0), 1.0)
+        chance = np.where(repeating & (run > longest), rate ** np.maximum(run - 1.0, 0.0), 1.0)
         chance = np.where(pairs - 1.0 >= warmup, chance, 1.0)
         return np.minimum(1.0, chance.min(axis=1) * n)
 

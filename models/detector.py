@@ -16,6 +16,7 @@ import numpy as np
 
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.features import FeatureSpec
+from models.likelihood import AnomalyLikelihood, advance_gate, gate_probabilities, gate_probability
 from models.scorer import GRUScorer
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["BatchScores", "Detector", "Scored", "StateBatch", "StreamState"]
 
 TOP_FEATURES = 3
+# The likelihood gate (FeatureSpec.likelihood_gate): the statistics `evaluate nab` scores with.
+GATE = AnomalyLikelihood()
 # Waves with at most this many streams are decided stream by stream (the scalar path is cheaper).
 _FEW_STREAMS = 8
 
@@ -203,6 +206,9 @@ class Detector:
         cal = self.calibration
         shifts = np.array([cal.shift(s.episode) for s in states])
         probabilities = cal.event_probabilities(out.score - shifts, out.terms)
+        if self.spec.likelihood_gate:
+            z, opened = self._advance_gate(new_norms, out.surprise, self.spec.transform_values(values))
+            probabilities = gate_probabilities(probabilities, z, opened, cal.far)
         results = [
             out.scored(
                 self, i, cal.advance(float(out.score[i]), float(probabilities[i]), s.episode, float(out.stuck[i]))
@@ -264,6 +270,13 @@ class Detector:
             y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck)
+        gate_z, opened = np.full(len(ts), np.inf), np.zeros(len(ts), dtype=bool)
+        if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
+            n = len(spec.names)
+            for index in waves:
+                gate_z[index], opened[index] = self._advance_gate(
+                    batch.norm[: len(index)], out.surprise[index], targets[index, :n]
+                )
 
         by_term = cal.term_probabilities(out.terms)
         decision = BatchDecision.empty(len(ts))
@@ -275,7 +288,8 @@ class Detector:
                 for row in range(len(index)):
                     episode_row = batch.episode.row(row)
                     run = range(int(index[row]), int(ends[row]))
-                    for j, made in zip(run, self._decide_run(out, by_term, run, episode_row), strict=True):
+                    made_run = self._decide_run(out, by_term, run, episode_row, gate_z, opened)
+                    for j, made in zip(run, made_run, strict=True):
                         decision.set(j, made)
                     batch.episode.set_row(row, episode_row)
                 break
@@ -284,6 +298,7 @@ class Detector:
             probability = cal.probabilities(out.score[index] - cal.shifts(episode))
             if by_term is not None:
                 probability = np.minimum(probability, by_term[index])
+            probability = gate_probabilities(probability, gate_z[index], opened[index], cal.far)
             decision.put(index, cal.advance_many(out.score[index], probability, episode, out.stuck[index]))
             batch.episode.put(rows, episode)
         batch.last_ts = ts[starts + counts - 1][order]
@@ -315,8 +330,24 @@ class Detector:
         if not events:
             return [], state
         out, h_last, norm = self._sequence_forward(events, state)
-        results = self._decide_sequence(out, state.episode)
+        gate_z, opened = np.full(len(events), np.inf), np.zeros(len(events), dtype=bool)
+        if self.spec.likelihood_gate:
+            x = self.spec.transform_values([v for _, v in events])
+            row = norm[None, :]
+            for i in range(len(events)):
+                gate_z[i : i + 1], opened[i : i + 1] = self._advance_gate(row, out.surprise[i : i + 1], x[i : i + 1])
+        results = self._decide_sequence(out, state.episode, gate_z, opened)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
+
+    def _advance_gate(
+        self, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the likelihood gate of streams whose memories are the rows of ``memory`` (updated
+        in place) by one event each; returns its z and open flags (models.likelihood.advance_gate)."""
+        gate = memory[:, self.spec.gate_slice]
+        z, opened = advance_gate(GATE, gate, surprise, values)
+        memory[:, self.spec.gate_slice] = gate
+        return z, opened
 
     def sequence_scores(self, events: Sequence[tuple[int, Mapping[str, float]]]) -> BatchScores:
         """One stream's scores and per-feature terms from a fresh state, before calibration (what
@@ -336,17 +367,26 @@ class Detector:
         out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck)
         return out, h_last, memory[-1].copy()
 
-    def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
+    def _decide_sequence(
+        self, out: BatchScores, episode: EpisodeState, gate_z: np.ndarray, opened: np.ndarray
+    ) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
         by_term = self.calibration.term_probabilities(out.terms)
-        decisions = self._decide_run(out, by_term, range(len(out.score)), episode)
+        decisions = self._decide_run(out, by_term, range(len(out.score)), episode, gate_z, opened)
         return [out.scored(self, i, d) for i, d in enumerate(decisions)]
 
     def _decide_run(
-        self, out: BatchScores, by_term: np.ndarray | None, events: range, episode: EpisodeState
+        self,
+        out: BatchScores,
+        by_term: np.ndarray | None,
+        events: range,
+        episode: EpisodeState,
+        gate_z: np.ndarray,
+        opened: np.ndarray,
     ) -> list[Decision]:
         """Decisions for events ``events`` (indices into ``out``) of one stream, in order, by the
-        scalar path (mutates ``episode``)."""
+        scalar path (mutates ``episode``); ``gate_z`` and ``opened``: the likelihood gate's word
+        on every event of ``out``."""
         cal = self.calibration
         decisions = []
         for i in events:
@@ -354,6 +394,7 @@ class Detector:
             probability = cal.probability(score - cal.shift(episode))
             if by_term is not None:
                 probability = min(probability, float(by_term[i]))
+            probability = gate_probability(probability, float(gate_z[i]), bool(opened[i]), cal.far)
             decisions.append(cal.advance(score, probability, episode, float(out.stuck[i])))
         return decisions
 

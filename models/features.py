@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from models.likelihood import gate_size
+
 __all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
 
 Transform = Literal["identity", "log1p", "signed_log"]
@@ -76,6 +78,12 @@ class FeatureSpec:
     # decimals), where one trained flag cannot fit all. Costs four floats per feature and one more
     # of stream state.
     stuck_rule: bool = False
+    # Per-stream statistics of the model's surprise (models.likelihood): an event the calibration
+    # finds anomalous must also be unusual against its own stream's history, or a value outside
+    # every one the stream has shown. For kinds whose streams differ in how predictable they are
+    # (real metrics: the calibration's false-alarm rate holds on the training data, not on them).
+    # The detector advances them after each step; the spec only keeps their place in the memory.
+    likelihood_gate: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -156,7 +164,13 @@ class FeatureSpec:
         stuck_rule), then each feature's repeats so far and longest run before the current one,
         and the pairs of events seen (stuck_rule)."""
         n = len(self.names)
-        return self._stats_size + (2 * n if self._tracks_runs else 0) + (2 * n + 1 if self.stuck_rule else 0)
+        size = self._stats_size + (2 * n if self._tracks_runs else 0) + (2 * n + 1 if self.stuck_rule else 0)
+        return size + (gate_size(n) if self.likelihood_gate else 0)
+
+    @property
+    def gate_slice(self) -> slice:
+        """Where the likelihood gate's statistics sit in a stream's memory (the end)."""
+        return slice(self.norm_size - gate_size(len(self.names)) if self.likelihood_gate else self.norm_size, None)
 
     def new_norm(self) -> np.ndarray:
         return np.zeros(self.norm_size, dtype=np.float64)
@@ -169,6 +183,15 @@ class FeatureSpec:
         Returns the normalised targets, the centre and scale used (for turning predictions back
         into raw units) and the streams' updated statistics.
         """
+        if self.likelihood_gate:  # carried through as it is: the detector advances it
+            gate = norms[:, self.gate_slice]
+            y, center, scale, rest = self._normalise_runs(targets, norms[:, : self.gate_slice.start])
+            return y, center, scale, np.concatenate([rest, gate], axis=1)
+        return self._normalise_runs(targets, norms)
+
+    def _normalise_runs(
+        self, targets: np.ndarray, norms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not self._tracks_runs:
             return self._normalise_stats(targets, norms)
         n, stats = len(self.names), self._stats_size
@@ -181,7 +204,8 @@ class FeatureSpec:
         y, center, scale, new_stats = self._normalise_stats(full, norms[:, :stats])
         memory = [new_stats, values, run]
         if self.stuck_rule:
-            repeats, longest, pairs = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3, 4))
+            repeats, longest = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3))
+            pairs = norms[:, stats + 4 * n : stats + 4 * n + 1]
             paired = previous_run[:, :1] > 0  # a value before this one: a new pair
             memory += [repeats + repeat, np.where(repeat, longest, np.maximum(longest, previous_run)), pairs + paired]
         return y, center, scale, np.concatenate(memory, axis=1)
@@ -210,7 +234,8 @@ class FeatureSpec:
             return np.ones(len(norms))
         n, stats = len(self.names), self._stats_size
         run = norms[:, stats + n : stats + 2 * n]
-        repeats, longest, pairs = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3, 4))
+        repeats, longest = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3))
+        pairs = norms[:, stats + 4 * n : stats + 4 * n + 1]
         repeating = run > 1
         # The rate before this event's pair: take it back out.
         rate = (repeats - repeating + 1.0) / (pairs - 1.0 + 2.0)

@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["AnomalyLikelihood", "LikelihoodState"]
+__all__ = [
+    "GATE_FIELDS",
+    "AnomalyLikelihood",
+    "LikelihoodState",
+    "advance_gate",
+    "gate_probabilities",
+    "gate_probability",
+    "gate_size",
+]
 
 _RED = 0.99999  # a likelihood this close to 1 is "red"; a second red in a row is demoted
 _DEMOTED = 0.999
@@ -96,3 +104,65 @@ class AnomalyLikelihood:
         values = np.asarray(values, dtype=np.float64).reshape(len(surprises), -1)
         state = self.new_state(values.shape[1])
         return np.array([self.update(float(s), row, state) for s, row in zip(surprises, values, strict=True)])
+
+
+# The likelihood as a gate on a detector's per-event decisions (FeatureSpec.likelihood_gate): the
+# same statistics as ``AnomalyLikelihood.update``, for many streams at once, kept in a row of
+# floats of each stream's memory — count, short, mean, var, the last event outside the range
+# (plus one; 0 for none), then the per-feature low and high (meaningful once count > 0).
+GATE_FIELDS = 5
+
+
+def gate_size(features: int) -> int:
+    """Floats of stream memory the gate keeps for ``features`` values."""
+    return GATE_FIELDS + 2 * features
+
+
+def advance_gate(
+    likelihood: AnomalyLikelihood, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One event for each of several streams: ``memory`` (B, gate_size) is updated in place.
+
+    Returns, per event, the z of its stream's recent surprise against the stream's history, and
+    whether the gate is open regardless of z: a value outside every value the stream has shown
+    (once per excursion, as ``update``). z is +inf while the stream is learning: the gate lets
+    every decision through until the stream has a history to be unusual against."""
+    n = values.shape[1]
+    count, short, mean, var, outside_at = (memory[:, k] for k in range(GATE_FIELDS))
+    low, high = memory[:, GATE_FIELDS : GATE_FIELDS + n], memory[:, GATE_FIELDS + n :]
+    first = count == 0
+    short[:] = np.where(first, surprise, short + likelihood.short_alpha * (surprise - short))
+    learned = count >= likelihood.learning
+    z = np.where(learned, (short - mean) / np.sqrt(np.maximum(var, 1e-12)), np.inf)
+    opened = np.zeros(len(count), dtype=bool)
+    if likelihood.spatial:
+        # No range before the first value (low and high are meaningless then).
+        outside = learned & ~first & np.any((values > high) | (values < low), axis=1)
+        # outside_at holds the last such event's count plus one: 0 is "none yet".
+        opened = outside & ((outside_at == 0) | (count - (outside_at - 1) > likelihood.spatial_quiet))
+        outside_at[:] = np.where(outside, count + 1, outside_at)
+    count += 1
+    weight = np.maximum(1.0 / count, likelihood.long_alpha)
+    delta = short - mean
+    mean += weight * delta
+    var[:] = (1.0 - weight) * (var + weight * delta * delta)
+    low[:] = np.where(first[:, None], values, np.minimum(low, values))
+    high[:] = np.where(first[:, None], values, np.maximum(high, values))
+    return z, opened
+
+
+def gate_probabilities(probability: np.ndarray, z: np.ndarray, opened: np.ndarray, far: float) -> np.ndarray:
+    """A detector's per-event probabilities, gated: an event below the false-alarm rate ``far``
+    stays as improbable only as the Gaussian tail of its stream's recent surprise allows, unless
+    the gate is open. Events at or above ``far`` are left as they are."""
+    gated = probability.copy()
+    for i in np.flatnonzero((probability < far) & ~opened):  # rare: a loop of math.erfc is cheapest
+        gated[i] = gate_probability(float(gated[i]), float(z[i]), False, far)
+    return gated
+
+
+def gate_probability(probability: float, z: float, opened: bool, far: float) -> float:
+    """``gate_probabilities`` for one event."""
+    if probability >= far or opened:
+        return probability
+    return max(probability, 0.5 * math.erfc(z / math.sqrt(2.0)))

@@ -5,6 +5,10 @@ stream's running normalisation and its anomaly likelihood adapt as it goes; noth
 ahead of time. A record's NAB score is the anomaly likelihood of the GRU's surprise
 (``models.likelihood``): NAB sweeps one threshold over all 58 files, so scores must mean the same
 on every stream, which the raw surprise does not.
+
+Scored the same way, apart (``alerts``): the detector's own alerts, 1 where an episode opens and 0
+elsewhere — what a worker would page for on these series, at the model's threshold rather than
+the best one the sweep finds.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ def evaluate_nab(
             raise InputFileError(f"{nab_dir} is not a NAB checkout: {needed.relative_to(nab_dir)} is missing")
     windows = load_windows(labels)
     files: dict[str, tuple[list[Any], list[float]]] = {}
+    alerts: dict[str, tuple[list[Any], list[float]]] = {}
     for path in sorted(data_dir.glob("*/*.csv")):
         name = str(path.relative_to(data_dir))
         if name not in windows:
@@ -58,12 +63,20 @@ def evaluate_nab(
         results, _ = detector.score_sequence(events)
         values = np.array([v["value"] for _, v in events])
         files[name] = (timestamps, list(likelihood.score_series([r.surprise for r in results], values)))
+        alerts[name] = (timestamps, [1.0 if r.alert else 0.0 for r in results])
         on_file(name, len(events))
-    scores = corpus_scores(files, windows, load_profiles(profiles_file))
+    profiles = load_profiles(profiles_file)
+    scores = corpus_scores(files, windows, profiles)
+    paged = corpus_scores(alerts, windows, profiles)
     return {
         "model": detector.ident,
         "files": len(files),
         "records": sum(len(ts) for ts, _ in files.values()),
         **{profile: round(v["score"], 2) for profile, v in scores.items()},
         "details": scores,
+        "alerts": {
+            "count": int(sum(sum(flags) for _, flags in alerts.values())),
+            **{profile: round(v["score"], 2) for profile, v in paged.items()},
+            "details": paged,
+        },
     }

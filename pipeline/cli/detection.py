@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
@@ -258,10 +259,18 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool) -
     if as_json:
         click.echo(orjson.dumps(result).decode())
         return
-    table = Table(title=f"NAB with {result['model']} ({result['files']} files, {result['records']:,} records)")
+    out = Console()  # results on stdout (the module's console is stderr, for messages)
+    title = f"NAB with {result['model']} ({result['files']} files, {result['records']:,} records)"
+    out.print(_nab_table(title, result["details"]))
+    alerts = result["alerts"]
+    out.print(_nab_table(f"Its {alerts['count']:,} alerts, as a worker would page them", alerts["details"]))
+
+
+def _nab_table(title: str, details: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title=title)
     for column in ("profile", "score", "raw", "threshold", "null", "perfect", "windows", "FP"):
         table.add_column(column, justify="right")
-    for profile, d in result["details"].items():
+    for profile, d in details.items():
         table.add_row(
             profile,
             f"{d['score']:.2f}",
@@ -272,4 +281,4 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool) -
             f"{d['windows_detected']}/{d['windows_detected'] + d['windows_missed']}",
             f"{d['false_positives']}",
         )
-    Console().print(table)
+    return table

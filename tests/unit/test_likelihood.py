@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import math
 
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from models.likelihood import AnomalyLikelihood
+from models.likelihood import (
+    AnomalyLikelihood,
+    advance_gate,
+    gate_probabilities,
+    gate_probability,
+    gate_size,
+)
 
 
 def _noise(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +75,51 @@ def test_scores_are_in_the_unit_interval_and_stepwise_equals_series(surprise: li
     stepwise = [lk.update(s, v, state) for s, v in zip(surprise, values, strict=True)]
     assert np.all((series >= 0.0) & (series <= 1.0))
     assert np.array_equal(series, np.array(stepwise))
+
+
+@settings(max_examples=25, deadline=None)
+@given(streams=st.integers(1, 5), seed=st.integers(0, 1000), learning=st.integers(0, 40))
+def test_the_gate_keeps_the_likelihoods_statistics_for_many_streams_at_once(
+    streams: int, seed: int, learning: int
+) -> None:
+    """advance_gate over several streams, event by event, says what ``update`` says of each
+    stream alone: the same z (the score's likelihood, where no red filter demotes it), and the
+    gate opens for a value outside the range only where ``update`` scores it 1.0."""
+    lk = AnomalyLikelihood(learning=learning, spatial_quiet=3)
+    rng = np.random.default_rng(seed)
+    surprise = np.abs(rng.standard_t(3, size=(streams, 150)))
+    values = np.cumsum(rng.normal(size=(streams, 150, 2)), axis=1)
+    memory = np.zeros((streams, gate_size(2)))
+    states = [lk.new_state(2) for _ in range(streams)]
+    for t in range(150):
+        z, opened = advance_gate(lk, memory, surprise[:, t], values[:, t])
+        for i, state in enumerate(states):
+            score = lk.update(float(surprise[i, t]), values[i, t], state)
+            if t < learning:
+                assert z[i] == np.inf and not opened[i] and score == 0.5
+                continue
+            tail = 0.5 * math.erfc(z[i] / math.sqrt(2.0))
+            if opened[i]:
+                assert score == 1.0
+            elif tail > 1e-5:  # not red: no filter reshapes the score
+                assert score == pytest.approx(math.log(1.0000000001 - (1.0 - tail)) / math.log(1e-10), abs=1e-6)
+
+
+def test_the_gate_only_holds_back_what_the_streams_history_does_not_back() -> None:
+    far = 1e-3
+    probability = np.array([1e-6, 1e-6, 1e-6, 0.5, 1e-6])
+    z = np.array([5.0, 1.0, 1.0, 9.0, np.inf])  # inf: still learning
+    opened = np.array([False, False, True, False, False])
+    gated = gate_probabilities(probability, z, opened, far)
+    assert gated[0] == 1e-6  # its history agrees: 5σ is rarer than the event
+    assert gated[1] == pytest.approx(0.1587, abs=1e-4)  # 1σ: held back
+    assert gated[2] == 1e-6  # outside the range: the gate is open
+    assert gated[3] == 0.5  # not anomalous: left alone
+    assert gated[4] == 1e-6  # learning: passed through
+    one_by_one = [
+        gate_probability(float(p), float(v), bool(o), far) for p, v, o in zip(probability, z, opened, strict=True)
+    ]
+    assert one_by_one == list(gated)
 
 
 @pytest.mark.parametrize("module", ["models.likelihood", "models.features", "models.nab"])

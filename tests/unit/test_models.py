@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from models.artifacts import ModelError, load_detector, save_detector, shipped_model_dir
 from models.calibration import Calibration, EpisodeArrays, EpisodeState
-from models.detector import Detector, Scored, StateBatch, StreamState
+from models.detector import GATE, Detector, Scored, StateBatch, StreamState
 from models.evaluate import ScoredEvent, average_precision, evaluate
 from models.features import DEFAULT_SPECS, FeatureSpec
 from models.train import TrainConfig, train_detector
@@ -432,6 +432,28 @@ def test_a_stuck_value_is_judged_by_the_streams_own_repeat_rate() -> None:
     )
     repeats = sum(r.rule == "stuck" and r.alert for r in results)
     assert repeats <= 5, repeats
+
+
+def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() -> None:
+    """A series noisier in its tails than the training data: the calibration alone alerts on it
+    again and again; with the gate, only where the stream's own history finds the surprise
+    unusual. A value beyond every one it has shown still alerts at once."""
+    gated = shipped("generic")
+    assert gated.spec.likelihood_gate
+    ungated = copy.deepcopy(gated)
+    ungated.spec.likelihood_gate = False
+    rng = np.random.default_rng(13)
+    values = 100 + 2 * rng.standard_t(3, 4000)
+    values[3500] = values[:3500].max() + 30
+    events = [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
+    with_gate, _ = gated.score_sequence(events)
+    without, _ = ungated.score_sequence(events)
+    learned = slice(GATE.learning, 3500)
+    alerts_with, alerts_without = (sum(r.alert for r in results[learned]) for results in (with_gate, without))
+    assert alerts_without >= 10 and alerts_with <= alerts_without / 2, (alerts_with, alerts_without)
+    assert with_gate[3500].alert
+    # Until the stream has a history the gate lets the calibration decide alone.
+    assert [r.anomalous for r in with_gate[: GATE.learning]] == [r.anomalous for r in without[: GATE.learning]]
 
 
 def test_a_missed_reading_is_not_an_incident() -> None:

@@ -456,6 +456,27 @@ def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() ->
     assert [r.anomalous for r in with_gate[: GATE.learning]] == [r.anomalous for r in without[: GATE.learning]]
 
 
+def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> None:
+    """Two values, every per-stream part on (statistics, stuck rule, gate): the stuck rule reads
+    its own counts — a second value held still is flagged, not the first one's noise — and
+    normalising carries the gate's statistics through untouched (the detector advances them)."""
+    spec = FeatureSpec(
+        "generic", ("a", "b"), ("identity", "identity"), stream_norm=True, stuck_rule=True, likelihood_gate=True
+    )
+    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (2 * 2 + 1) + (5 + 2 * 2)
+    rng = np.random.default_rng(14)
+    norms = spec.new_norm()[None, :]
+    norms[0, spec.gate_slice] = marker = np.arange(9.0) + 0.5
+    chances = []
+    for t in range(60):
+        b = 7.0 if t >= 50 else float(rng.normal())
+        targets = spec.targets([{"a": float(rng.normal()), "b": b}], np.array([60.0]))
+        _, _, _, norms = spec.normalise_batch(targets, norms)
+        chances.append(float(spec.stuck_probabilities(norms, warmup=10)[0]))
+    np.testing.assert_array_equal(norms[0, spec.gate_slice], marker)
+    assert all(c == 1.0 for c in chances[:51]) and chances[51] > chances[52] > chances[53] and chances[53] < 1e-3
+
+
 def test_a_missed_reading_is_not_an_incident() -> None:
     """A regularly sampled series that skips readings now and then (a gap four times the usual):
     the gap is within what the stream's statistics allow, so it neither alerts nor weighs on the

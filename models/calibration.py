@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from models.likelihood import gate_probabilities, gate_probability
+
 __all__ = [
     "RULE_NAMES",
     "SEVERITY_NAMES",
@@ -200,9 +202,19 @@ class Calibration:
             # An exact running mean while the stream is young, then exponentially weighted.
             state.score_mean += max(1.0 / state.count, _STREAM_ALPHA) * (clipped - state.score_mean)
 
-    def advance(self, score: float, probability: float, state: EpisodeState, stuck: float = 1.0) -> Decision:
-        """Advance a stream's episode with a calibrated score (mutates ``state``); ``stuck``: the
-        chance of the run of repeats this event extends (FeatureSpec.stuck_probabilities)."""
+    def advance(
+        self,
+        score: float,
+        probability: float,
+        state: EpisodeState,
+        stuck: float = 1.0,
+        gate_z: float = math.inf,
+        gate_open: bool = False,
+    ) -> Decision:
+        """Advance a stream's episode with a calibrated score (mutates ``state``). ``stuck``: the
+        chance of the run of repeats this event extends (FeatureSpec.stuck_probabilities);
+        ``gate_z`` and ``gate_open``: the likelihood gate's word on it (models.likelihood), which
+        holds back an anomalous score or sustained lift its stream's own history does not back."""
         warm = state.count >= self.warmup
         rule: Rule = "score"
         if warm and math.isfinite(self.sustain_h) and probability >= self.far:
@@ -212,6 +224,7 @@ class Calibration:
                 # A sustained lift counts as one event that improbable.
                 probability = min(probability, self.far * math.exp(-(lift - self.sustain_h)))
                 rule = "sustained"
+        probability = gate_probability(probability, gate_z, gate_open, self.far)
         if stuck < probability:
             probability, rule = stuck, "stuck"
         anomalous = warm and probability < self.far
@@ -237,7 +250,13 @@ class Calibration:
         return 3 - np.searchsorted(np.array([1e-3, 1e-2, 1e-1]) * self.far, probabilities, side="right")
 
     def advance_many(
-        self, scores: np.ndarray, probabilities: np.ndarray, state: EpisodeArrays, stuck: np.ndarray | None = None
+        self,
+        scores: np.ndarray,
+        probabilities: np.ndarray,
+        state: EpisodeArrays,
+        stuck: np.ndarray | None = None,
+        gate_z: np.ndarray | None = None,
+        gate_open: np.ndarray | None = None,
     ) -> BatchDecision:
         """``advance`` for one event of each of several different streams, in arrays (mutates
         ``state``). The same arithmetic, element by element, as the scalar path."""
@@ -251,6 +270,8 @@ class Calibration:
             sustained = warm & (probability >= self.far) & (lift > self.sustain_h)
             for i in np.flatnonzero(sustained):  # rare; math.exp, bit for bit the scalar path's
                 probability[i] = min(probability[i], self.far * math.exp(-(lift[i] - self.sustain_h)))
+        if gate_z is not None and gate_open is not None:
+            probability = gate_probabilities(probability, gate_z, gate_open, self.far)
         stuck = np.ones(scores.shape) if stuck is None else stuck
         by_stuck = stuck < probability
         probability = np.where(by_stuck, stuck, probability)

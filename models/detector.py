@@ -16,7 +16,7 @@ import numpy as np
 
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.features import FeatureSpec
-from models.likelihood import AnomalyLikelihood, advance_gate, gate_probabilities, gate_probability
+from models.likelihood import AnomalyLikelihood, advance_gate
 from models.scorer import GRUScorer
 
 if TYPE_CHECKING:
@@ -206,12 +206,16 @@ class Detector:
         cal = self.calibration
         shifts = np.array([cal.shift(s.episode) for s in states])
         probabilities = cal.event_probabilities(out.score - shifts, out.terms)
+        z, opened = np.full(len(states), np.inf), np.zeros(len(states), dtype=bool)
         if self.spec.likelihood_gate:
             z, opened = self._advance_gate(new_norms, out.surprise, self.spec.transform_values(values))
-            probabilities = gate_probabilities(probabilities, z, opened, cal.far)
         results = [
             out.scored(
-                self, i, cal.advance(float(out.score[i]), float(probabilities[i]), s.episode, float(out.stuck[i]))
+                self,
+                i,
+                cal.advance(
+                    float(out.score[i]), float(probabilities[i]), s.episode, float(out.stuck[i]), z[i], bool(opened[i])
+                ),
             )
             for i, s in enumerate(states)
         ]
@@ -298,8 +302,12 @@ class Detector:
             probability = cal.probabilities(out.score[index] - cal.shifts(episode))
             if by_term is not None:
                 probability = np.minimum(probability, by_term[index])
-            probability = gate_probabilities(probability, gate_z[index], opened[index], cal.far)
-            decision.put(index, cal.advance_many(out.score[index], probability, episode, out.stuck[index]))
+            decision.put(
+                index,
+                cal.advance_many(
+                    out.score[index], probability, episode, out.stuck[index], gate_z[index], opened[index]
+                ),
+            )
             batch.episode.put(rows, episode)
         batch.last_ts = ts[starts + counts - 1][order]
         back = np.empty_like(order)
@@ -394,8 +402,9 @@ class Detector:
             probability = cal.probability(score - cal.shift(episode))
             if by_term is not None:
                 probability = min(probability, float(by_term[i]))
-            probability = gate_probability(probability, float(gate_z[i]), bool(opened[i]), cal.far)
-            decisions.append(cal.advance(score, probability, episode, float(out.stuck[i])))
+            decisions.append(
+                cal.advance(score, probability, episode, float(out.stuck[i]), float(gate_z[i]), bool(opened[i]))
+            )
         return decisions
 
     def explain(

@@ -296,7 +296,7 @@ def test_an_incident_is_one_alert() -> None:
 def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], sustain_h: float) -> None:
     """The worker advances many streams' episodes in arrays; every decision and every state field
     must equal the scalar path's, stream by stream (the crash-replay and step = sequence
-    guarantees rest on it)."""
+    guarantees rest on it) — with the stuck rule and the likelihood gate speaking too."""
     cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-2, warmup=3, cooldown=4)
     cal.sustain_h = sustain_h
     scalar = [EpisodeState() for _ in streams]
@@ -304,11 +304,19 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
     for t in range(max(len(s) for s in streams)):
         live = np.array([i for i, s in enumerate(streams) if t < len(s)])
         scores = np.array([streams[i][t] for i in live])
+        # Some words from the other rules, as functions of the score: varied, and reproducible.
+        stuck = np.where(scores % 7 < 1, 1e-5, 1.0)
+        gate_z = np.where(scores % 5 < 1, np.inf, scores / 6)
+        gate_open = scores % 11 < 2
         batch = arrays.take(live)
-        got = cal.advance_many(scores, cal.probabilities(scores - cal.shifts(batch)), batch)
+        probability = cal.probabilities(scores - cal.shifts(batch))
+        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open)
         arrays.put(live, batch)
         for j, i in enumerate(live):
-            want = cal.decide(float(scores[j]), scalar[i])
+            score = float(scores[j])
+            want = cal.advance(
+                score, cal.probability(score - cal.shift(scalar[i])), scalar[i], stuck[j], gate_z[j], gate_open[j]
+            )
             assert got.decision(j) == want
             assert arrays.row(i) == scalar[i]
 
@@ -508,6 +516,12 @@ def test_a_sustained_lift_is_anomalous_where_no_single_event_is() -> None:
     # … but together they open one episode.
     assert any(d.anomalous for d in decisions)
     assert sum(d.alert for d in decisions) == 1
+    # Unless the stream's own history has seen such lifts (the likelihood gate at 1σ): then none.
+    state = EpisodeState()
+    for s in rng.normal(0, 1, 200):
+        cal.decide(float(s), state)
+    held = [cal.advance(s, cal.probability(s - cal.shift(state)), state, gate_z=1.0) for s in lifted]
+    assert not any(d.anomalous for d in held)
 
 
 def test_calibration_round_trips_through_json_without_a_sustain_rule() -> None:

@@ -352,10 +352,7 @@ class Detector:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the likelihood gate of streams whose memories are the rows of ``memory`` (updated
         in place) by one event each; returns its z and open flags (models.likelihood.advance_gate)."""
-        gate = memory[:, self.spec.gate_slice]
-        z, opened = advance_gate(GATE, gate, surprise, values)
-        memory[:, self.spec.gate_slice] = gate
-        return z, opened
+        return advance_gate(GATE, memory[:, self.spec.gate_slice], surprise, values)  # a view: in place
 
     def sequence_scores(self, events: Sequence[tuple[int, Mapping[str, float]]]) -> BatchScores:
         """One stream's scores and per-feature terms from a fresh state, before calibration (what

@@ -7,8 +7,11 @@ little harder to predict does not alert forever. An event is anomalous when its 
 below the target false-alarm rate, or when the stream's recent scores (an exponentially weighted
 mean over ~5 events, each clipped at the threshold) sit above its long-run mean by more than
 normal streams ever do at that rate: slow faults (a drift, a stuck channel) make every event a
-little surprising and no single one alarming. Both wait for the stream's warm-up. Episodes turn runs of
-anomalous events into one alert: open → (update) → resolve after ``cooldown`` quiet events.
+little surprising and no single one alarming. Both wait for the stream's warm-up. Two inputs
+from a kind's per-stream memory, where its spec keeps them: the likelihood gate holds either back
+when the stream's own history does not find it unusual, and the stuck rule flags an improbable
+run of repeats. Episodes turn runs of anomalous events into one alert: open → (update) → resolve
+after ``cooldown`` quiet events.
 
 >>> cal = Calibration.fit([float(i) for i in range(1000)], far=0.01)
 >>> cal.probability(2000.0) < 0.01 < cal.probability(500.0)
@@ -34,6 +37,7 @@ __all__ = [
     "Decision",
     "EpisodeArrays",
     "EpisodeState",
+    "Rule",
     "Severity",
 ]
 

@@ -91,6 +91,10 @@ class BatchScores:
     scale: np.ndarray
     values: Sequence[Mapping[str, float]]
     stuck: np.ndarray  # per event, the chance of the run of repeats it extends (1: none)
+    # Per event, the likelihood gate's word (models.likelihood.advance_gate): z of its stream's
+    # recent surprise (inf: no gate, or still learning) and whether its value opens the gate.
+    gate_z: np.ndarray
+    gate_open: np.ndarray
 
     @classmethod
     def of(
@@ -109,7 +113,8 @@ class BatchScores:
         score = terms.astype(np.float64).sum(axis=1)
         surprise = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
         stuck = np.ones(len(score)) if stuck is None else stuck
-        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck)
+        gate_z, gate_open = np.full(len(score), np.inf), np.zeros(len(score), dtype=bool)
+        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, gate_z, gate_open)
 
     def scored(self, detector: Detector, i: int, decision: Decision) -> Scored:
         """Event ``i``'s full result, given its calibrated decision."""
@@ -206,15 +211,19 @@ class Detector:
         cal = self.calibration
         shifts = np.array([cal.shift(s.episode) for s in states])
         probabilities = cal.event_probabilities(out.score - shifts, out.terms)
-        z, opened = np.full(len(states), np.inf), np.zeros(len(states), dtype=bool)
         if self.spec.likelihood_gate:
-            z, opened = self._advance_gate(new_norms, out.surprise, self.spec.transform_values(values))
+            out.gate_z, out.gate_open = self._advance_gate(new_norms, out.surprise, self.spec.transform_values(values))
         results = [
             out.scored(
                 self,
                 i,
                 cal.advance(
-                    float(out.score[i]), float(probabilities[i]), s.episode, float(out.stuck[i]), z[i], bool(opened[i])
+                    float(out.score[i]),
+                    float(probabilities[i]),
+                    s.episode,
+                    float(out.stuck[i]),
+                    float(out.gate_z[i]),
+                    bool(out.gate_open[i]),
                 ),
             )
             for i, s in enumerate(states)
@@ -274,11 +283,10 @@ class Detector:
             y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck)
-        gate_z, opened = np.full(len(ts), np.inf), np.zeros(len(ts), dtype=bool)
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
             for index in waves:
-                gate_z[index], opened[index] = self._advance_gate(
+                out.gate_z[index], out.gate_open[index] = self._advance_gate(
                     batch.norm[: len(index)], out.surprise[index], targets[index, :n]
                 )
 
@@ -292,8 +300,7 @@ class Detector:
                 for row in range(len(index)):
                     episode_row = batch.episode.row(row)
                     run = range(int(index[row]), int(ends[row]))
-                    made_run = self._decide_run(out, by_term, run, episode_row, gate_z, opened)
-                    for j, made in zip(run, made_run, strict=True):
+                    for j, made in zip(run, self._decide_run(out, by_term, run, episode_row), strict=True):
                         decision.set(j, made)
                     batch.episode.set_row(row, episode_row)
                 break
@@ -305,7 +312,7 @@ class Detector:
             decision.put(
                 index,
                 cal.advance_many(
-                    out.score[index], probability, episode, out.stuck[index], gate_z[index], opened[index]
+                    out.score[index], probability, episode, out.stuck[index], out.gate_z[index], out.gate_open[index]
                 ),
             )
             batch.episode.put(rows, episode)
@@ -338,13 +345,13 @@ class Detector:
         if not events:
             return [], state
         out, h_last, norm = self._sequence_forward(events, state)
-        gate_z, opened = np.full(len(events), np.inf), np.zeros(len(events), dtype=bool)
         if self.spec.likelihood_gate:
             x = self.spec.transform_values([v for _, v in events])
             row = norm[None, :]
             for i in range(len(events)):
-                gate_z[i : i + 1], opened[i : i + 1] = self._advance_gate(row, out.surprise[i : i + 1], x[i : i + 1])
-        results = self._decide_sequence(out, state.episode, gate_z, opened)
+                at = slice(i, i + 1)
+                out.gate_z[at], out.gate_open[at] = self._advance_gate(row, out.surprise[at], x[at])
+        results = self._decide_sequence(out, state.episode)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
 
     def _advance_gate(
@@ -372,26 +379,17 @@ class Detector:
         out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck)
         return out, h_last, memory[-1].copy()
 
-    def _decide_sequence(
-        self, out: BatchScores, episode: EpisodeState, gate_z: np.ndarray, opened: np.ndarray
-    ) -> list[Scored]:
+    def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
         by_term = self.calibration.term_probabilities(out.terms)
-        decisions = self._decide_run(out, by_term, range(len(out.score)), episode, gate_z, opened)
+        decisions = self._decide_run(out, by_term, range(len(out.score)), episode)
         return [out.scored(self, i, d) for i, d in enumerate(decisions)]
 
     def _decide_run(
-        self,
-        out: BatchScores,
-        by_term: np.ndarray | None,
-        events: range,
-        episode: EpisodeState,
-        gate_z: np.ndarray,
-        opened: np.ndarray,
+        self, out: BatchScores, by_term: np.ndarray | None, events: range, episode: EpisodeState
     ) -> list[Decision]:
         """Decisions for events ``events`` (indices into ``out``) of one stream, in order, by the
-        scalar path (mutates ``episode``); ``gate_z`` and ``opened``: the likelihood gate's word
-        on every event of ``out``."""
+        scalar path (mutates ``episode``)."""
         cal = self.calibration
         decisions = []
         for i in events:
@@ -400,7 +398,9 @@ class Detector:
             if by_term is not None:
                 probability = min(probability, float(by_term[i]))
             decisions.append(
-                cal.advance(score, probability, episode, float(out.stuck[i]), float(gate_z[i]), bool(opened[i]))
+                cal.advance(
+                    score, probability, episode, float(out.stuck[i]), float(out.gate_z[i]), bool(out.gate_open[i])
+                )
             )
         return decisions
 

@@ -194,18 +194,17 @@ class FeatureSpec:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not self._tracks_runs:
             return self._normalise_stats(targets, norms)
-        n, stats = len(self.names), self._stats_size
-        values, last, previous_run = targets[:, :n], norms[:, stats : stats + n], norms[:, stats + n : stats + 2 * n]
+        n = len(self.names)
+        values = targets[:, :n]
+        last, previous_run, repeats, longest, pairs = self._run_memory(norms)
         repeat = (previous_run > 0) & (values == last)  # run 0: no value yet
         run = np.where(repeat, previous_run + 1.0, 1.0)
         full = targets
         if self.stuck_targets:
             full = np.concatenate([values, (run >= STUCK_RUN).astype(np.float64), targets[:, n:]], axis=1)
-        y, center, scale, new_stats = self._normalise_stats(full, norms[:, :stats])
+        y, center, scale, new_stats = self._normalise_stats(full, norms[:, : self._stats_size])
         memory = [new_stats, values, run]
         if self.stuck_rule:
-            repeats, longest = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3))
-            pairs = norms[:, stats + 4 * n : stats + 4 * n + 1]
             paired = previous_run[:, :1] > 0  # a value before this one: a new pair
             memory += [repeats + repeat, np.where(repeat, longest, np.maximum(longest, previous_run)), pairs + paired]
         return y, center, scale, np.concatenate(memory, axis=1)
@@ -232,16 +231,22 @@ class FeatureSpec:
         """
         if not self.stuck_rule:
             return np.ones(len(norms))
-        n, stats = len(self.names), self._stats_size
-        run = norms[:, stats + n : stats + 2 * n]
-        repeats, longest = (norms[:, stats + k * n : stats + (k + 1) * n] for k in (2, 3))
-        pairs = norms[:, stats + 4 * n : stats + 4 * n + 1]
+        _, run, repeats, longest, pairs = self._run_memory(norms)
         repeating = run > 1
         # The rate before this event's pair: take it back out.
         rate = (repeats - repeating + 1.0) / (pairs - 1.0 + 2.0)
         chance = np.where(repeating & (run > longest), rate ** np.maximum(run - 1.0, 0.0), 1.0)
         chance = np.where(pairs - 1.0 >= warmup, chance, 1.0)
-        return np.minimum(1.0, chance.min(axis=1) * n)
+        return np.minimum(1.0, chance.min(axis=1) * len(self.names))
+
+    def _run_memory(self, norms: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Views of the run-tracking part of streams' memories (B, norm_size): each feature's last
+        value and run, then (stuck_rule; empty otherwise) its repeats and longest earlier run, and
+        the pairs seen. The one place that knows their offsets."""
+        n, start = len(self.names), self._stats_size
+        widths = (n, n, n, n, 1)  # last, run, repeats, longest, pairs
+        ends = np.cumsum(widths) + start
+        return tuple(norms[:, end - width : end] for width, end in zip(widths, ends, strict=True))
 
     def _normalise_stats(
         self, targets: np.ndarray, norms: np.ndarray

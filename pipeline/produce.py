@@ -28,9 +28,11 @@ GENERATORS: dict[str, type[StreamGenerator]] = {
 }
 
 
-def make_generator(kind: str, keys: int, seed: int, anomaly_rate: float, start_ms: int) -> StreamGenerator:
+def make_generator(
+    kind: str, keys: int, seed: int, anomaly_rate: float, start_ms: int, first_key: int = 0
+) -> StreamGenerator:
     try:
-        return GENERATORS[kind](keys=keys, seed=seed, anomaly_rate=anomaly_rate, start_ms=start_ms)
+        return GENERATORS[kind](keys=keys, seed=seed, anomaly_rate=anomaly_rate, start_ms=start_ms, first_key=first_key)
     except KeyError:
         raise ConfigError(f"unknown kind {kind!r}; choose one of {', '.join(GENERATORS)}") from None
     except ValueError as exc:

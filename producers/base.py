@@ -47,7 +47,11 @@ class StreamGenerator(ABC):
     """A generator of many keyed streams with labelled anomalies.
 
     Parameters: ``keys`` streams, ``seed`` for determinism, ``anomaly_rate`` = chance that an
-    incident starts at any normal event, ``start_ms`` = the first timestamp (epoch ms).
+    incident starts at any normal event, ``start_ms`` = the first timestamp (epoch ms),
+    ``first_key`` = the index of the first stream. A stream's events depend only on (seed, its
+    index), so stream 300 is the same stream in a run of 400 keys and in one that starts at 300:
+    runs over disjoint index ranges give disjoint keys and can be combined (streams of two
+    lengths in one training set).
     """
 
     kind: str = ""
@@ -60,15 +64,19 @@ class StreamGenerator(ABC):
         seed: int = 0,
         anomaly_rate: float = 0.002,
         start_ms: int = DEFAULT_START_MS,
+        first_key: int = 0,
     ) -> None:
         if keys < 1:
             raise ValueError("keys must be at least 1")
+        if first_key < 0:
+            raise ValueError("first_key must not be negative")
         if not 0.0 <= anomaly_rate < 1.0:
             raise ValueError("anomaly_rate must be in [0, 1)")
         self.keys = keys
         self.seed = seed
         self.anomaly_rate = anomaly_rate
         self.start_ms = start_ms
+        self.first_key = first_key
 
     @abstractmethod
     def key(self, index: int) -> str:
@@ -84,12 +92,13 @@ class StreamGenerator(ABC):
     def events(self, count: int | None = None) -> Iterator[dict[str, Any]]:
         """Events of all streams merged in time order (ties by stream index), as contract dicts."""
         heap: list[tuple[int, int, Generated, Iterator[Generated]]] = []
-        for index in range(self.keys):
+        indices = range(self.first_key, self.first_key + self.keys)
+        for index in indices:
             it = self.stream(index, *self.rngs(index))
             first = next(it)
             heap.append((first.ts, index, first, it))
         heapq.heapify(heap)
-        keys = [self.key(i) for i in range(self.keys)]
+        keys = {i: self.key(i) for i in indices}
         emitted = 0
         while heap and (count is None or emitted < count):
             _, index, item, it = heap[0]

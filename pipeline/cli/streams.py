@@ -30,6 +30,14 @@ from producers.files import Format
     help="Events per second (default: as fast as possible).",
 )
 @click.option("--keys", type=click.IntRange(min=1), default=100, show_default=True, help="Number of streams.")
+@click.option(
+    "--first-key",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of the first stream. A stream is the same whatever the range (same seed): "
+    "runs over disjoint ranges give disjoint keys.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same events.")
 @click.option(
     "--anomaly-rate",
@@ -58,6 +66,7 @@ def produce(
     count: int,
     rate: float | None,
     keys: int,
+    first_key: int,
     seed: int,
     anomaly_rate: float,
     start: str,
@@ -71,7 +80,7 @@ def produce(
     from pipeline.progress import event_progress
 
     settings = load_settings()
-    generator = make_generator(kind, keys, seed, anomaly_rate, start_ms(start))
+    generator = make_generator(kind, keys, seed, anomaly_rate, start_ms(start), first_key)
     default_topic = settings.topic_for(cast(Kind, kind))
     limit = count or None
     with StopFlag() as stop, event_progress(progress and output != "-") as bar:

@@ -37,6 +37,19 @@ def test_deterministic_per_seed(cls: type[StreamGenerator]) -> None:
 
 
 @pytest.mark.parametrize("cls", GENERATORS)
+def test_a_stream_is_the_same_whatever_its_range(cls: type[StreamGenerator]) -> None:
+    whole = by_key(list(cls(keys=12, seed=5, anomaly_rate=0.02).events(2400)))
+    tail = by_key(list(cls(keys=4, seed=5, anomaly_rate=0.02, first_key=8).events(2400)))
+    head = by_key(list(cls(keys=8, seed=5, anomaly_rate=0.02).events(2400)))
+    assert not set(tail) & set(head)  # disjoint ranges, disjoint keys
+    assert set(tail) == {cls().key(i) for i in range(8, 12)}
+    for key, events in tail.items():
+        # The shorter run of 4 streams goes further into each: compare what both produced.
+        n = len(whole[key])
+        assert n > 10 and events[:n] == whole[key]
+
+
+@pytest.mark.parametrize("cls", GENERATORS)
 def test_events_keep_the_contract_and_time_order(cls: type[StreamGenerator]) -> None:
     events = list(cls(keys=50, seed=1, anomaly_rate=0.01).events(5000))
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
@@ -103,6 +116,8 @@ def test_network_sizes_are_heavy_tailed() -> None:
 
 
 def test_bad_parameters() -> None:
+    with pytest.raises(ValueError, match="first_key"):
+        NetworkGenerator(first_key=-1)
     with pytest.raises(ValueError):
         NetworkGenerator(keys=0)
     with pytest.raises(ValueError):

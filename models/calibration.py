@@ -9,9 +9,10 @@ mean over ~5 events, each clipped at the threshold) sit above its long-run mean 
 normal streams ever do at that rate: slow faults (a drift, a stuck channel) make every event a
 little surprising and no single one alarming. Both wait for the stream's warm-up. Two inputs
 from a kind's per-stream memory, where its spec keeps them: the likelihood gate holds either back
-when the stream's own history does not find it unusual, and the stuck rule flags an improbable
-run of repeats. Episodes turn runs of anomalous events into one alert: open → (update) → resolve
-after ``cooldown`` quiet events.
+when the stream's own history does not find it unusual, the stuck rule flags an improbable
+run of repeats, and the level rule a level that has moved in a stream of independent noise.
+Episodes turn runs of anomalous events into one alert: open → (update) → resolve after
+``cooldown`` quiet events.
 
 >>> cal = Calibration.fit([float(i) for i in range(1000)], far=0.01)
 >>> cal.probability(2000.0) < 0.01 < cal.probability(500.0)
@@ -46,9 +47,10 @@ SEVERITY_NAMES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 # Episode transitions in a BatchDecision: none, or the index into this tuple.
 EPISODE_NAMES: tuple[Literal["open", "update", "resolve"], ...] = ("open", "update", "resolve")
 # Why an event is anomalous: its score (or one feature's term), a sustained lift of the recent
-# scores, or a run of repeats the stream's own repeat rate makes improbable (FeatureSpec.stuck_rule).
-Rule = Literal["score", "sustained", "stuck"]
-RULE_NAMES: tuple[Rule, ...] = ("score", "sustained", "stuck")
+# scores, a run of repeats the stream's own repeat rate makes improbable (FeatureSpec.stuck_rule),
+# or a shift of level in a stream of independent noise (FeatureSpec.level_rule).
+Rule = Literal["score", "sustained", "stuck", "level"]
+RULE_NAMES: tuple[Rule, ...] = ("score", "sustained", "stuck", "level")
 _LEVELS = np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2.5, -4, 4), [1.0]])
 # The per-stream mean score adapts this fast (an exponentially weighted mean over ~200 events).
 _STREAM_ALPHA = 0.005
@@ -57,6 +59,8 @@ _RECENT_ALPHA = 0.2
 # The sustained-lift rule gets this share of the false-alarm budget: lifts persist for several
 # events, so each excursion flags more than one.
 _SUSTAIN_SHARE = 0.05
+# The level rule's share: its sums stay high for the length of a shift, so each flags many events.
+_LEVEL_SHARE = 0.1
 
 
 @dataclass
@@ -214,11 +218,13 @@ class Calibration:
         stuck: float = 1.0,
         gate_z: float = math.inf,
         gate_open: bool = False,
+        level: float = 1.0,
     ) -> Decision:
         """Advance a stream's episode with a calibrated score (mutates ``state``). ``stuck``: the
         chance of the run of repeats this event extends (FeatureSpec.stuck_probabilities);
         ``gate_z`` and ``gate_open``: the likelihood gate's word on it (models.likelihood), which
-        holds back an anomalous score or sustained lift its stream's own history does not back."""
+        holds back an anomalous score or sustained lift its stream's own history does not back;
+        ``level``: the tail of its stream's level-shift sums (FeatureSpec.level_probabilities)."""
         warm = state.count >= self.warmup
         rule: Rule = "score"
         if warm and math.isfinite(self.sustain_h) and probability >= self.far:
@@ -231,6 +237,8 @@ class Calibration:
         probability = gate_probability(probability, gate_z, gate_open, self.far)
         if stuck < probability:
             probability, rule = stuck, "stuck"
+        if level / _LEVEL_SHARE < probability:
+            probability, rule = level / _LEVEL_SHARE, "level"
         anomalous = warm and probability < self.far
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
@@ -261,6 +269,7 @@ class Calibration:
         stuck: np.ndarray | None = None,
         gate_z: np.ndarray | None = None,
         gate_open: np.ndarray | None = None,
+        level: np.ndarray | None = None,
     ) -> BatchDecision:
         """``advance`` for one event of each of several different streams, in arrays (mutates
         ``state``). The same arithmetic, element by element, as the scalar path."""
@@ -279,6 +288,9 @@ class Calibration:
         stuck = np.ones(scores.shape) if stuck is None else stuck
         by_stuck = stuck < probability
         probability = np.where(by_stuck, stuck, probability)
+        level = np.ones(scores.shape) if level is None else level / _LEVEL_SHARE
+        by_level = level < probability
+        probability = np.where(by_level, level, probability)
         anomalous = warm & (probability < self.far)
         # _track
         state.count += 1
@@ -299,7 +311,11 @@ class Calibration:
         state.quiet = np.where(resolves, 0, state.quiet)
         state.peak = np.where(resolves, 1.0, state.peak)
         episode = np.select([opens, updates, resolves], [0, 1, 2], default=-1)
-        rule = np.select([by_stuck, sustained], [RULE_NAMES.index("stuck"), RULE_NAMES.index("sustained")], 0)
+        rule = np.select(
+            [by_level, by_stuck, sustained],
+            [RULE_NAMES.index("level"), RULE_NAMES.index("stuck"), RULE_NAMES.index("sustained")],
+            0,
+        )
         rule = np.where(anomalous, rule, -1)
         return BatchDecision(
             probability, anomalous, opens | escalated, np.where(anomalous, severity, -1), episode, rule

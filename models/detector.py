@@ -91,6 +91,7 @@ class BatchScores:
     scale: np.ndarray
     values: Sequence[Mapping[str, float]]
     stuck: np.ndarray  # per event, the chance of the run of repeats it extends (1: none)
+    level: np.ndarray  # per event, the tail of its stream's level-shift sums (1: none)
     # Per event, the likelihood gate's word (models.likelihood.advance_gate): z of its stream's
     # recent surprise (inf: no gate, or still learning) and whether its value opens the gate.
     gate_z: np.ndarray
@@ -107,14 +108,16 @@ class BatchScores:
         scale: np.ndarray,
         values: Sequence[Mapping[str, float]],
         stuck: np.ndarray | None = None,
+        level: np.ndarray | None = None,
     ) -> BatchScores:
         """From the model's per-target terms: the score is their sum; the surprise the length of
         the whitened residual without the time gap."""
         score = terms.astype(np.float64).sum(axis=1)
         surprise = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
         stuck = np.ones(len(score)) if stuck is None else stuck
+        level = np.ones(len(score)) if level is None else level
         gate_z, gate_open = np.full(len(score), np.inf), np.zeros(len(score), dtype=bool)
-        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, gate_z, gate_open)
+        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open)
 
     def scored(self, detector: Detector, i: int, decision: Decision) -> Scored:
         """Event ``i``'s full result, given its calibrated decision."""
@@ -224,6 +227,7 @@ class Detector:
                     float(out.stuck[i]),
                     float(out.gate_z[i]),
                     bool(out.gate_open[i]),
+                    float(out.level[i]),
                 ),
             )
             for i, s in enumerate(states)
@@ -268,7 +272,7 @@ class Detector:
         targets = self._targets(ts, values, previous)
         spec = self.spec
         cal = self.calibration
-        stuck = np.ones(len(ts))
+        stuck, level = np.ones(len(ts)), np.ones(len(ts))
         if spec.sequential_norm:
             n_targets = spec.n_targets
             y, center, scale = (np.empty((len(ts), n_targets)) for _ in range(3))
@@ -279,10 +283,12 @@ class Detector:
                 )
                 if spec.stuck_rule:
                     stuck[index] = spec.stuck_probabilities(batch.norm[prefix], cal.warmup)
+                if spec.level_rule:
+                    level[index] = spec.level_probabilities(batch.norm[prefix])
         else:
             y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
-        out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck)
+        out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
             for index in waves:
@@ -312,7 +318,13 @@ class Detector:
             decision.put(
                 index,
                 cal.advance_many(
-                    out.score[index], probability, episode, out.stuck[index], out.gate_z[index], out.gate_open[index]
+                    out.score[index],
+                    probability,
+                    episode,
+                    out.stuck[index],
+                    out.gate_z[index],
+                    out.gate_open[index],
+                    out.level[index],
                 ),
             )
             batch.episode.put(rows, episode)
@@ -335,7 +347,8 @@ class Detector:
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_new = self.scorer.step(h, x, y)
         stuck = self.spec.stuck_probabilities(new_norms, self.calibration.warmup)
-        return BatchScores.of(terms, mean, z, y, center, scale, values, stuck), h_new, new_norms
+        level = self.spec.level_probabilities(new_norms)
+        return BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level), h_new, new_norms
 
     def score_sequence(
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState | None = None
@@ -376,7 +389,8 @@ class Detector:
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_last = self.scorer.sequence(x, y, state.h)
         stuck = self.spec.stuck_probabilities(memory, self.calibration.warmup)
-        out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck)
+        level = self.spec.level_probabilities(memory)
+        out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck, level)
         return out, h_last, memory[-1].copy()
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
@@ -399,7 +413,13 @@ class Detector:
                 probability = min(probability, float(by_term[i]))
             decisions.append(
                 cal.advance(
-                    score, probability, episode, float(out.stuck[i]), float(out.gate_z[i]), bool(out.gate_open[i])
+                    score,
+                    probability,
+                    episode,
+                    float(out.stuck[i]),
+                    float(out.gate_z[i]),
+                    bool(out.gate_open[i]),
+                    float(out.level[i]),
                 )
             )
         return decisions

@@ -37,6 +37,25 @@ _Z_CLIP = 50.0
 _GAP_SCALE_FLOOR = 0.25
 # A feature that has shown one value this many events in a row is stuck (stuck_targets).
 STUCK_RUN = 3
+# The level rule (level_rule): a two-sided CUSUM of each feature's standardised value, which
+# gathers what lies beyond LEVEL_K standard deviations. Under independent N(0, 1) values its
+# stationary tail is P(S > s) ≈ exp(-2 · LEVEL_K · s).
+LEVEL_K = 1.0
+# It judges only streams whose standardised values are close to independent: a lag-1
+# autocorrelation (an exponentially weighted mean over ~50 events) under _LEVEL_RHO, after
+# _LEVEL_HISTORY events. A daily cycle or a wandering level is autocorrelated, and their
+# excursions are what the GRU is for.
+_LEVEL_RHO = 0.3
+_LEVEL_AC_ALPHA = 0.02
+_LEVEL_HISTORY = 50
+# In a stream the rule judges, the autocorrelation stops learning while a sum exceeds this: a
+# drift under way would teach it that the stream is autocorrelated, and silence the rule.
+# Events before the _LEVEL_WARMUP-th do not count.
+_LEVEL_HOLD = 4.0
+# The sums stop here (a chance of ~1e-9), so they drain within a few events of the stream's
+# return: a drift would otherwise leave a sum of hundreds that flags long after it ends.
+_LEVEL_CAP = 10.0
+_LEVEL_WARMUP = 10
 
 
 def _forward(kind: str, x: np.ndarray) -> np.ndarray:
@@ -84,6 +103,10 @@ class FeatureSpec:
     # (real metrics: the calibration's false-alarm rate holds on the training data, not on them).
     # The detector advances them after each step; the spec only keeps their place in the memory.
     likelihood_gate: bool = False
+    # A decision rule for slow changes of level: a drift or a shift the GRU follows step by step
+    # (``level_probabilities``), in streams whose values are independent noise about a level.
+    # Needs stream_norm. Costs four floats per feature of stream state.
+    level_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -92,6 +115,8 @@ class FeatureSpec:
         self.transforms = tuple(self.transforms)
         if len(self.names) != len(self.transforms):
             raise ValueError("one transform per feature name")
+        if self.level_rule and not self.stream_norm:
+            raise ValueError("the level rule needs per-stream statistics (stream_norm)")
 
     @property
     def n_targets(self) -> int:
@@ -162,15 +187,26 @@ class FeatureSpec:
         """Floats of per-stream memory a stream state carries: running statistics (stream_norm),
         then each feature's last value and how many events in a row it has held it (stuck_targets,
         stuck_rule), then each feature's repeats so far and longest run before the current one,
-        and the pairs of events seen (stuck_rule)."""
+        and the pairs of events seen (stuck_rule), then each feature's two CUSUMs, lag-1
+        autocorrelation and last standardised value (level_rule), then the likelihood gate's
+        statistics (likelihood_gate)."""
         n = len(self.names)
-        size = self._stats_size + (2 * n if self._tracks_runs else 0) + (2 * n + 1 if self.stuck_rule else 0)
-        return size + (gate_size(n) if self.likelihood_gate else 0)
+        return self._runs_end + (4 * n if self.level_rule else 0) + (gate_size(n) if self.likelihood_gate else 0)
+
+    @property
+    def _runs_end(self) -> int:
+        """Where the statistics and run memory end (what ``_normalise_runs`` keeps)."""
+        n = len(self.names)
+        return self._stats_size + (2 * n if self._tracks_runs else 0) + (2 * n + 1 if self.stuck_rule else 0)
 
     @property
     def gate_slice(self) -> slice:
         """Where the likelihood gate's statistics sit in a stream's memory (the end)."""
         return slice(self.norm_size - gate_size(len(self.names)) if self.likelihood_gate else self.norm_size, None)
+
+    @property
+    def _level_slice(self) -> slice:
+        return slice(self._runs_end, self._runs_end + (4 * len(self.names) if self.level_rule else 0))
 
     def new_norm(self) -> np.ndarray:
         return np.zeros(self.norm_size, dtype=np.float64)
@@ -183,11 +219,60 @@ class FeatureSpec:
         Returns the normalised targets, the centre and scale used (for turning predictions back
         into raw units) and the streams' updated statistics.
         """
+        if not (self.level_rule or self.likelihood_gate):
+            return self._normalise_runs(targets, norms)
+        y, center, scale, runs = self._normalise_runs(targets, norms[:, : self._runs_end])
+        memory = [runs]
+        if self.level_rule:
+            seen = norms[:, :1]  # events the stream's statistics had seen before this one
+            memory.append(self._advance_level(y[:, : len(self.names)], seen, norms[:, self._level_slice]))
         if self.likelihood_gate:  # carried through as it is: the detector advances it
-            gate = norms[:, self.gate_slice]
-            y, center, scale, rest = self._normalise_runs(targets, norms[:, : self.gate_slice.start])
-            return y, center, scale, np.concatenate([rest, gate], axis=1)
-        return self._normalise_runs(targets, norms)
+            memory.append(norms[:, self.gate_slice])
+        return y, center, scale, np.concatenate(memory, axis=1)
+
+    @staticmethod
+    def _advance_level(y: np.ndarray, seen: np.ndarray, memory: np.ndarray) -> np.ndarray:
+        """The level rule's memory (B, 4n: upward and downward sums, autocorrelation, last value)
+        after standardised values ``y`` (B, n)."""
+        up, down, autocorrelation, last = np.split(memory, 4, axis=1)
+        v = np.clip(y, -4.0, 4.0)  # one wild reading moves a sum by at most 3 (robust to outliers)
+        young = seen < _LEVEL_WARMUP
+        # The sums start once the autocorrelation has had its history: a young stream's own
+        # statistics trail a trend, and its sums would start high.
+        summing = seen >= _LEVEL_HISTORY - 1
+        up = np.where(summing, np.clip(up + v - LEVEL_K, 0.0, _LEVEL_CAP), 0.0)
+        down = np.where(summing, np.clip(down - v - LEVEL_K, 0.0, _LEVEL_CAP), 0.0)
+        judged = (autocorrelation < _LEVEL_RHO) & (np.maximum(up, down) > _LEVEL_HOLD)
+        # An exact mean while the stream is young, then exponentially weighted.
+        alpha = np.maximum(1.0 / np.maximum(seen - _LEVEL_WARMUP + 1.0, 1.0), _LEVEL_AC_ALPHA)
+        autocorrelation = np.where(
+            young | judged, autocorrelation, autocorrelation + alpha * (v * last - autocorrelation)
+        )
+        return np.concatenate([up, down, autocorrelation, v], axis=1)
+
+    def level_probabilities(self, norms: np.ndarray) -> np.ndarray:
+        """Per stream, from its memory after an event (B, norm_size): the stationary tail of its
+        largest CUSUM, exp(-2 · LEVEL_K · s) per direction, the rarest feature's, times two
+        directions and the number of features. 1 while the stream is young (_LEVEL_HISTORY
+        events), for features whose values are autocorrelated, or when the rule is off.
+
+        >>> spec = FeatureSpec("demo", ("v",), ("identity",), stream_norm=True, level_rule=True)
+        >>> norm, rng = spec.new_norm()[None, :], np.random.default_rng(0)
+        >>> chances = []
+        >>> for i in range(120):  # noise about 10, then a drift of 0.2 sd a reading from event 80
+        ...     v = 10 + rng.normal(0, 1) + max(0, i - 80) * 0.2
+        ...     norm = spec.normalise_batch(np.array([[v, 0.0]]), norm)[3]
+        ...     chances.append(float(spec.level_probabilities(norm)[0]))
+        >>> min(chances[:80]) > 1e-3, min(chances[80:]) < 1e-6
+        (True, True)
+        """
+        if not self.level_rule:
+            return np.ones(len(norms))
+        up, down, autocorrelation, _ = np.split(norms[:, self._level_slice], 4, axis=1)
+        tail = np.exp(-2.0 * LEVEL_K * np.maximum(up, down))
+        tail = np.where(autocorrelation < _LEVEL_RHO, tail, 1.0)
+        tail = np.where(norms[:, :1] >= _LEVEL_HISTORY, tail, 1.0)
+        return np.minimum(1.0, tail.min(axis=1) * 2 * len(self.names))
 
     def _normalise_runs(
         self, targets: np.ndarray, norms: np.ndarray

@@ -67,10 +67,19 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
     if incomplete:
         raise InputFileError(f"generic training data must name the same values in every event ({incomplete} differ)")
     # Each stream on its own scale: standardised by its own running statistics, not transformed;
-    # a stuck value judged by how often the stream itself repeats one; an anomaly only where the
+    # a stuck value judged by how often the stream itself repeats one; a slow change of level
+    # caught by the level rule where the stream is noise about a level; an anomaly only where the
     # stream's own history agrees (the likelihood gate).
     transforms = cast("tuple[Transform, ...]", ("identity",) * len(names))
-    return FeatureSpec("generic", tuple(names), transforms, stream_norm=True, stuck_rule=True, likelihood_gate=True)
+    return FeatureSpec(
+        "generic",
+        tuple(names),
+        transforms,
+        stream_norm=True,
+        stuck_rule=True,
+        level_rule=True,
+        likelihood_gate=True,
+    )
 
 
 def load_model(model_dir: Path | None, kind: str | None, scoring_only: bool = False) -> Detector:

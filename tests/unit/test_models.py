@@ -296,7 +296,7 @@ def test_an_incident_is_one_alert() -> None:
 def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], sustain_h: float) -> None:
     """The worker advances many streams' episodes in arrays; every decision and every state field
     must equal the scalar path's, stream by stream (the crash-replay and step = sequence
-    guarantees rest on it) — with the stuck rule and the likelihood gate speaking too."""
+    guarantees rest on it) — with the stuck rule, the level rule and the likelihood gate speaking too."""
     cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-2, warmup=3, cooldown=4)
     cal.sustain_h = sustain_h
     scalar = [EpisodeState() for _ in streams]
@@ -308,14 +308,21 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
         stuck = np.where(scores % 7 < 1, 1e-5, 1.0)
         gate_z = np.where(scores % 5 < 1, np.inf, scores / 6)
         gate_open = scores % 11 < 2
+        level = np.where(scores % 13 < 1, 1e-7, 1.0)
         batch = arrays.take(live)
         probability = cal.probabilities(scores - cal.shifts(batch))
-        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open)
+        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open, level)
         arrays.put(live, batch)
         for j, i in enumerate(live):
             score = float(scores[j])
             want = cal.advance(
-                score, cal.probability(score - cal.shift(scalar[i])), scalar[i], stuck[j], gate_z[j], gate_open[j]
+                score,
+                cal.probability(score - cal.shift(scalar[i])),
+                scalar[i],
+                stuck[j],
+                gate_z[j],
+                gate_open[j],
+                level[j],
             )
             assert got.decision(j) == want
             assert arrays.row(i) == scalar[i]
@@ -465,13 +472,20 @@ def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() ->
 
 
 def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> None:
-    """Two values, every per-stream part on (statistics, stuck rule, gate): the stuck rule reads
-    its own counts — a second value held still is flagged, not the first one's noise — and
-    normalising carries the gate's statistics through untouched (the detector advances them)."""
+    """Two values, every per-stream part on (statistics, stuck rule, level rule, gate): the stuck
+    rule reads its own counts — a second value held still is flagged, not the first one's noise —
+    the level rule its own sums, and normalising carries the gate's statistics through untouched
+    (the detector advances them)."""
     spec = FeatureSpec(
-        "generic", ("a", "b"), ("identity", "identity"), stream_norm=True, stuck_rule=True, likelihood_gate=True
+        "generic",
+        ("a", "b"),
+        ("identity", "identity"),
+        stream_norm=True,
+        stuck_rule=True,
+        level_rule=True,
+        likelihood_gate=True,
     )
-    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (2 * 2 + 1) + (5 + 2 * 2)
+    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (2 * 2 + 1) + 4 * 2 + (5 + 2 * 2)
     rng = np.random.default_rng(14)
     norms = spec.new_norm()[None, :]
     norms[0, spec.gate_slice] = marker = np.arange(9.0) + 0.5
@@ -483,6 +497,33 @@ def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> Non
         chances.append(float(spec.stuck_probabilities(norms, warmup=10)[0]))
     np.testing.assert_array_equal(norms[0, spec.gate_slice], marker)
     assert all(c == 1.0 for c in chances[:51]) and chances[51] > chances[52] > chances[53] and chances[53] < 1e-3
+    # b jumped to 7 sd from its mean and stayed: the level rule's upward sum for b, not for a.
+    assert float(spec.level_probabilities(norms)[0]) < 1e-6
+
+
+def test_the_level_rule_catches_a_drift_in_noise_and_leaves_a_wandering_level_alone() -> None:
+    """A ramp of 6 sd over 60 readings in noise about a level is followed by the GRU step by step;
+    the level rule flags it ("level") in one alert. A level that wanders by itself (AR(1), the
+    synthetic "wander" shape) is autocorrelated and left to the GRU: the rule never speaks there."""
+    detector = shipped("generic")
+    assert detector.spec.level_rule
+    rng = np.random.default_rng(15)
+    ts = [1_767_225_600_000 + 300_000 * i for i in range(3000)]
+    noise = rng.normal(500, 5, 600)
+    noise[400:460] += 5 * 6 * np.arange(1, 61) / 60
+    noise[460:] += 30
+    results, _ = detector.score_sequence([(t, {"value": float(v)}) for t, v in zip(ts, noise, strict=False)])
+    by_level = [i for i, r in enumerate(results) if r.anomalous and r.rule == "level"]
+    assert by_level and 400 < by_level[0] < 460, by_level[:3]
+    assert not any(r.anomalous for r in results[:400])
+    assert sum(r.alert for r in results[400:]) == 1
+
+    level, wander = 0.0, []
+    for _ in range(3000):
+        level = 0.98 * level + rng.normal(0, 0.15)
+        wander.append(200 + 40 * level + rng.normal(0, 1))
+    results, _ = detector.score_sequence([(t, {"value": float(v)}) for t, v in zip(ts, wander, strict=True)])
+    assert not any(r.rule == "level" for r in results)
 
 
 def test_a_missed_reading_is_not_an_incident() -> None:

@@ -50,11 +50,11 @@ _LEVEL_AC_ALPHA = 0.02
 _LEVEL_HISTORY = 50
 # In a stream the rule judges, the autocorrelation stops learning while a sum exceeds this: a
 # drift under way would teach it that the stream is autocorrelated, and silence the rule.
-# Events before the _LEVEL_WARMUP-th do not count.
 _LEVEL_HOLD = 4.0
 # The sums stop here (a chance of ~1e-9), so they drain within a few events of the stream's
 # return: a drift would otherwise leave a sum of hundreds that flags long after it ends.
 _LEVEL_CAP = 10.0
+# A stream's first events teach the autocorrelation nothing: its statistics are still settling.
 _LEVEL_WARMUP = 10
 
 

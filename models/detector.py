@@ -211,25 +211,12 @@ class Detector:
         last = np.array([s.last_ts for s in states], dtype=np.int64)
         norms = np.stack([s.norm for s in states])
         out, h_new, new_norms = self._forward(h, last, norms, ts, values)
-        cal = self.calibration
-        shifts = np.array([cal.shift(s.episode) for s in states])
-        probabilities = cal.event_probabilities(out.score - shifts, out.terms)
         if self.spec.likelihood_gate:
             out.gate_z, out.gate_open = self._advance_gate(new_norms, out.surprise, self.spec.transform_values(values))
+        by_term = self.calibration.term_probabilities(out.terms)
+        # Each stream has one event here: its run is that event alone.
         results = [
-            out.scored(
-                self,
-                i,
-                cal.advance(
-                    float(out.score[i]),
-                    float(probabilities[i]),
-                    s.episode,
-                    float(out.stuck[i]),
-                    float(out.gate_z[i]),
-                    bool(out.gate_open[i]),
-                    float(out.level[i]),
-                ),
-            )
+            out.scored(self, i, self._decide_run(out, by_term, range(i, i + 1), s.episode)[0])
             for i, s in enumerate(states)
         ]
         new_states = [
@@ -281,10 +268,7 @@ class Detector:
                 y[index], center[index], scale[index], batch.norm[prefix] = spec.normalise_batch(
                     targets[index], batch.norm[prefix]
                 )
-                if spec.stuck_rule:
-                    stuck[index] = spec.stuck_probabilities(batch.norm[prefix], cal.warmup)
-                if spec.level_rule:
-                    level[index] = spec.level_probabilities(batch.norm[prefix])
+                stuck[index], level[index] = self._rule_chances(batch.norm[prefix])
         else:
             y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
@@ -346,9 +330,13 @@ class Detector:
         y, center, scale, new_norms = self.spec.normalise_batch(targets, norms)
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_new = self.scorer.step(h, x, y)
-        stuck = self.spec.stuck_probabilities(new_norms, self.calibration.warmup)
-        level = self.spec.level_probabilities(new_norms)
+        stuck, level = self._rule_chances(new_norms)
         return BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level), h_new, new_norms
+
+    def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stuck and level rules' chances of events, from their streams' memories after them
+        (rows of ``memory``); ones for a rule the spec does not have."""
+        return self.spec.stuck_probabilities(memory, self.calibration.warmup), self.spec.level_probabilities(memory)
 
     def score_sequence(
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState | None = None
@@ -388,8 +376,7 @@ class Detector:
         y, center, scale, memory = self.spec.normalise_sequence(targets, state.norm)
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_last = self.scorer.sequence(x, y, state.h)
-        stuck = self.spec.stuck_probabilities(memory, self.calibration.warmup)
-        level = self.spec.level_probabilities(memory)
+        stuck, level = self._rule_chances(memory)
         out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck, level)
         return out, h_last, memory[-1].copy()
 

@@ -80,7 +80,7 @@ def load_detector(directory: Path, kind: str | None = None, scoring_only: bool =
         if scoring_only:
             with np.load(weights_path, allow_pickle=False) as arrays:
                 weights = {key: arrays[key] for key in arrays.files}
-            scorer = GRUScorer(weights, spec.n_targets)
+            scorer = GRUScorer(weights, spec.n_targets, spec.log_scale_floor)
             if scorer.hidden != int(card["hidden"]):
                 raise ModelError(f"{weights_path}: hidden size {scorer.hidden}, the card says {card['hidden']}")
             return Detector(spec, None, calibration, name=name, version=version, scorer=scorer)
@@ -88,7 +88,13 @@ def load_detector(directory: Path, kind: str | None = None, scoring_only: bool =
 
         from models.gru import GRUDetector
 
-        model = GRUDetector(spec.n_inputs, spec.n_targets, hidden=int(card["hidden"]), seed=int(card.get("seed", 0)))
+        model = GRUDetector(
+            spec.n_inputs,
+            spec.n_targets,
+            hidden=int(card["hidden"]),
+            seed=int(card.get("seed", 0)),
+            log_scale_min=spec.log_scale_floor,
+        )
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     except ModelError:

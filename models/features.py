@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.likelihood import gate_size
+from models.scorer import LOG_SCALE_MIN
 
 __all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
 
@@ -37,6 +38,9 @@ _Z_CLIP = 50.0
 _GAP_SCALE_FLOOR = 0.25
 # A feature that has shown one value this many events in a row is stuck (stuck_targets).
 STUCK_RUN = 3
+# A stuck flag's predicted scale stays ≥ 0.1: a firing flag then costs ~49 nats, plenty over any
+# threshold, and a flag that stays 0 cannot buy likelihood without limit.
+FLAG_LOG_SCALE_MIN = math.log(0.1)
 # The level rule (level_rule): a two-sided CUSUM of each feature's standardised value, which
 # gathers what lies beyond LEVEL_K standard deviations. Under independent N(0, 1) values its
 # stationary tail is P(S > s) ≈ exp(-2 · LEVEL_K · s).
@@ -91,6 +95,11 @@ class FeatureSpec:
     # it). The GRU cannot see exact repeats by itself: its state holds float16, not a reading to
     # four decimals. Costs two floats per feature of stream state (last value, run length).
     stuck_targets: bool = False
+    # The least log-scale the model may predict for a stuck flag (None: LOG_SCALE_MIN, as for
+    # any column). A flag is 0 almost always, so without a floor its predicted scale collapses
+    # to the bound and one firing flag costs hundreds of nats: training then swings with
+    # whichever streams hold a stuck channel (validation NLL 0.7 to 166 on sensor).
+    flag_log_scale_min: float | None = None
     # A decision rule rather than a target: a run of repeats longer than any the stream has shown
     # scores its chance under the stream's own repeat rate (``stuck_probabilities``). For kinds
     # whose streams differ in how often a value repeats (a count at night, a temperature to four
@@ -126,6 +135,16 @@ class FeatureSpec:
     @property
     def n_inputs(self) -> int:
         return self.n_targets + (2 if self.calendar else 0)
+
+    @property
+    def log_scale_floor(self) -> list[float]:
+        """The least log-scale predicted for each target (models.scorer.LOG_SCALE_MIN, or the
+        flags' own floor)."""
+        n = len(self.names)
+        floors = [LOG_SCALE_MIN] * self.n_targets
+        if self.stuck_targets and self.flag_log_scale_min is not None:
+            floors[n : 2 * n] = [self.flag_log_scale_min] * n
+        return floors
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -423,5 +442,6 @@ DEFAULT_SPECS: dict[str, FeatureSpec] = {
         ("identity",) * 4,
         calendar=True,
         stuck_targets=True,
+        flag_log_scale_min=FLAG_LOG_SCALE_MIN,
     ),
 }

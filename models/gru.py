@@ -29,6 +29,8 @@ the float32 training pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -40,7 +42,16 @@ __all__ = ["GRUDetector"]
 class GRUDetector(nn.Module):
     """GRU over event inputs with a full-covariance Gaussian head for the next event's targets."""
 
-    def __init__(self, n_inputs: int, n_targets: int, hidden: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self,
+        n_inputs: int,
+        n_targets: int,
+        hidden: int = 64,
+        seed: int = 0,
+        log_scale_min: Sequence[float] | float = LOG_SCALE_MIN,
+    ) -> None:
+        """``log_scale_min``: the least predicted log-scale, one for all targets or one each
+        (FeatureSpec.log_scale_floor)."""
         super().__init__()
         self.n_inputs = n_inputs
         self.n_targets = n_targets
@@ -54,20 +65,23 @@ class GRUDetector(nn.Module):
         torch.random.set_rng_state(generator_state)
         # Where the off-diagonal outputs go in L (constants, not parameters or saved state).
         self._rows, self._cols = torch.tril_indices(n_targets, n_targets, offset=-1)
+        self.log_scale_min = log_scale_min
+        self._floor = torch.tensor(log_scale_min, dtype=torch.float32).expand(n_targets)
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.hidden)
 
     def scorer(self) -> GRUScorer:
         """The weights as they are now, frozen into numpy for scoring."""
-        return GRUScorer({name: p.detach().numpy() for name, p in self.named_parameters()}, self.n_targets)
+        weights = {name: p.detach().numpy() for name, p in self.named_parameters()}
+        return GRUScorer(weights, self.n_targets, self.log_scale_min)
 
     def predict(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (…, T) and Cholesky factor L (…, T, T) of the next event's targets."""
         out = self.head(h)
         t = self.n_targets
         mean = out[..., :t]
-        log_scale = out[..., t : 2 * t].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        log_scale = torch.maximum(out[..., t : 2 * t], self._floor).clamp(max=LOG_SCALE_MAX)
         chol = torch.diag_embed(torch.exp(log_scale))
         if self.n_off:
             chol = _fill_lower(chol, out[..., 2 * t :], self._rows, self._cols)

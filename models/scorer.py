@@ -39,10 +39,14 @@ class GRUScorer:
     its events came one per call, in runs, or as one sequence (tested).
     """
 
-    def __init__(self, weights: Mapping[str, np.ndarray], n_targets: int) -> None:
+    def __init__(
+        self, weights: Mapping[str, np.ndarray], n_targets: int, log_scale_min: Sequence[float] | float = LOG_SCALE_MIN
+    ) -> None:
         """``weights``: the trained module's parameters by name (``GRUDetector.scorer()`` or a
-        model directory's ``weights.npz``)."""
+        model directory's ``weights.npz``); ``log_scale_min``: the least predicted log-scale, one
+        for all targets or one each (FeatureSpec.log_scale_floor)."""
         self.hidden, self.n_targets = int(weights["gru.weight_hh_l0"].shape[1]), n_targets
+        self._log_scale_min = np.broadcast_to(np.asarray(log_scale_min, dtype=np.float64), (n_targets,))
         self._w_ih = np.ascontiguousarray(weights["gru.weight_ih_l0"].T, dtype=np.float64)
         self._w_hh = np.ascontiguousarray(weights["gru.weight_hh_l0"].T, dtype=np.float64)
         self._b_ih = weights["gru.bias_ih_l0"].astype(np.float64)
@@ -83,7 +87,7 @@ class GRUScorer:
         out = (h_before @ self._head_w + self._head_b).astype(np.float64)
         t = self.n_targets
         mean = out[:, :t]
-        log_scale = np.clip(out[:, t : 2 * t], LOG_SCALE_MIN, LOG_SCALE_MAX)
+        log_scale = np.clip(out[:, t : 2 * t], self._log_scale_min, LOG_SCALE_MAX)
         scale, off = np.exp(log_scale), out[:, 2 * t :]
         residual = np.asarray(y, dtype=np.float64) - mean
         # Forward substitution through L = diag(scale) + strictly-lower(off), row j's

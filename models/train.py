@@ -148,7 +148,9 @@ def train_detector(
     val_streams = [_arrays(spec, data[k]) for k in val_keys]
 
     torch.manual_seed(config.seed)
-    model = GRUDetector(spec.n_inputs, spec.n_targets, hidden=config.hidden, seed=config.seed)
+    model = GRUDetector(
+        spec.n_inputs, spec.n_targets, hidden=config.hidden, seed=config.seed, log_scale_min=spec.log_scale_floor
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     best_state, best_val, stale, epochs_run = copy.deepcopy(model.state_dict()), math.inf, 0, 0
     history = []

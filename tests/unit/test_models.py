@@ -23,7 +23,9 @@ from models.artifacts import ModelError, load_detector, save_detector, shipped_m
 from models.calibration import Calibration, EpisodeArrays, EpisodeState
 from models.detector import GATE, Detector, Scored, StateBatch, StreamState
 from models.evaluate import ScoredEvent, average_precision, evaluate
-from models.features import DEFAULT_SPECS, FeatureSpec
+from models.features import DEFAULT_SPECS, FLAG_LOG_SCALE_MIN, FeatureSpec
+from models.gru import GRUDetector
+from models.scorer import LOG_SCALE_MIN
 from models.train import TrainConfig, train_detector
 from producers.generic import GenericGenerator
 from producers.network import NetworkGenerator
@@ -220,8 +222,38 @@ def test_artifact_round_trip(detector: Detector, tmp_path: Path) -> None:
 def test_shipped_numpy_weights_are_the_torch_weights(kind: str) -> None:
     full = load_detector(shipped_model_dir(kind), kind=kind)
     scoring = load_detector(shipped_model_dir(kind), kind=kind, scoring_only=True)
-    for name in ("_w_ih", "_w_hh", "_b_ih", "_b_hh", "_head_w", "_head_b"):
+    for name in ("_w_ih", "_w_hh", "_b_ih", "_b_hh", "_head_w", "_head_b", "_log_scale_min"):
         np.testing.assert_array_equal(getattr(scoring.scorer, name), getattr(full.scorer, name))
+
+
+def test_a_stuck_flags_predicted_scale_has_its_own_floor_in_training_and_scoring() -> None:
+    spec = copy.deepcopy(DEFAULT_SPECS["sensor"])
+    n = len(spec.names)
+    floor = np.array(spec.log_scale_floor)
+    assert np.all(floor[n : 2 * n] == FLAG_LOG_SCALE_MIN) and FLAG_LOG_SCALE_MIN > LOG_SCALE_MIN
+    assert np.all(np.delete(floor, range(n, 2 * n)) == LOG_SCALE_MIN)
+    # A card written before the floor existed keeps the common bound for every column.
+    old = FeatureSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "flag_log_scale_min"})
+    assert old.log_scale_floor == [LOG_SCALE_MIN] * spec.n_targets
+
+    model = GRUDetector(spec.n_inputs, spec.n_targets, hidden=8, seed=0, log_scale_min=spec.log_scale_floor)
+    with torch.no_grad():  # every predicted log-scale far under any floor
+        model.head.weight.zero_()
+        model.head.bias.zero_()  # mean 0, no covariance
+        model.head.bias[spec.n_targets : 2 * spec.n_targets] = -10.0
+    x = torch.zeros(1, 3, spec.n_inputs)
+    y = torch.zeros(1, 3, spec.n_targets)
+    y[..., n] = 1.0  # one flag fires
+    with torch.no_grad():
+        terms = model.sequence(x, y)[0]
+    half_log_2pi = 0.5 * np.log(2 * np.pi)
+    # A zero residual's term is its log-scale: the floor the column has.
+    np.testing.assert_allclose(terms[0, 0, n + 1 : 2 * n].numpy(), FLAG_LOG_SCALE_MIN + half_log_2pi, rtol=1e-6)
+    np.testing.assert_allclose(terms[0, 0, :n].numpy(), LOG_SCALE_MIN + half_log_2pi, rtol=1e-6)
+    # The firing flag costs 1 / (2·0.1²) over it: ~50 nats, not the 550 of the common bound.
+    assert 45 < float(terms[0, 0, n]) < 55
+    scorer_terms, _, _ = model.scorer().terms(np.zeros((3, 8), dtype=np.float32), y[0].numpy())
+    np.testing.assert_allclose(scorer_terms, terms[0].numpy(), rtol=1e-5)
 
 
 def test_a_worker_loads_its_models_without_torch() -> None:

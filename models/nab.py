@@ -36,6 +36,7 @@ __all__ = [
     "load_windows",
     "parse_nab_time",
     "scaled_sigmoid",
+    "score_at",
     "sweep_file",
 ]
 
@@ -99,6 +100,26 @@ def count_detections(rows: Sequence[SweepRow], threshold: float) -> Detections:
         if hit:
             detected.add(r.window)
     return Detections(len(windows), len(detected), false_positives)
+
+
+def score_at(rows: Sequence[SweepRow], threshold: float, cost: CostMatrix) -> float:
+    """What records ``rows`` add to the raw score at ``threshold`` (detection is score ≥ it): each
+    window its best detected record's weight, or −``fn`` weight when none is detected, plus the
+    cost of every detection outside windows. A file's share of the corpus total — its "Score" in
+    NAB's per-file results."""
+    windows: dict[str, float] = {}
+    false_positives = 0.0
+    for r in rows:
+        if r.window == "probationary":
+            continue
+        hit = r.anomaly_score >= threshold
+        if r.window is None:
+            false_positives += r.sweep_score if hit else 0.0
+            continue
+        best = windows.setdefault(r.window, -cost.fn)
+        if hit:
+            windows[r.window] = max(best, r.sweep_score)
+    return sum(windows.values()) + false_positives
 
 
 def scaled_sigmoid(position: float) -> float:
@@ -197,7 +218,8 @@ def corpus_scores(
 ) -> dict[str, dict[str, Any]]:
     """Per profile: the normalised score, the raw score, its threshold, the null/perfect anchors,
     and what that threshold detects (``windows_detected``, ``windows_missed``,
-    ``false_positives``; ``files``: per file, [detected, windows, false positives])."""
+    ``false_positives``; ``files``: per file, [detected, windows, false positives];
+    ``file_scores``: per file, its share of ``raw``)."""
     out: dict[str, dict[str, Any]] = {}
     window_count = sum(len(windows.get(name, [])) for name in files)
     for profile, cost in profiles.items():
@@ -222,5 +244,6 @@ def corpus_scores(
             "windows_missed": total.missed,
             "false_positives": total.false_positives,
             "files": {name: [d.detected, d.windows, d.false_positives] for name, d in found.items()},
+            "file_scores": {name: score_at(rows, threshold, cost) for name, rows in per_file.items()},
         }
     return out

@@ -14,6 +14,8 @@ the best one the sweep finds.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,28 @@ from models.nab import corpus_scores, load_profiles, load_windows, parse_nab_tim
 from pipeline.errors import InputFileError
 from producers.files import read_nab
 
-__all__ = ["evaluate_nab"]
+__all__ = ["NabFile", "NabRun", "evaluate_nab", "run_nab"]
+
+
+@dataclass(frozen=True)
+class NabFile:
+    """One NAB file as the detector saw it: its records' times and values, their NAB scores and
+    where the detector alerted."""
+
+    timestamps: list[datetime]
+    values: np.ndarray
+    scores: np.ndarray
+    alerts: np.ndarray
+
+
+@dataclass(frozen=True)
+class NabRun:
+    """The scored corpus (``files``, by NAB's file name), its labelled windows and ``result``: what
+    ``evaluate_nab`` returns."""
+
+    files: dict[str, NabFile]
+    windows: dict[str, list[tuple[datetime, datetime]]]
+    result: dict[str, Any]
 
 
 def evaluate_nab(
@@ -34,6 +57,15 @@ def evaluate_nab(
     on_file: Callable[[str, int], None] = lambda name, rows: None,
     likelihood: AnomalyLikelihood | None = None,
 ) -> dict[str, Any]:
+    return run_nab(detector, nab_dir, on_file, likelihood).result
+
+
+def run_nab(
+    detector: Detector,
+    nab_dir: Path,
+    on_file: Callable[[str, int], None] = lambda name, rows: None,
+    likelihood: AnomalyLikelihood | None = None,
+) -> NabRun:
     likelihood = likelihood or AnomalyLikelihood()
     data_dir, labels, profiles_file = (
         nab_dir / "data",
@@ -44,8 +76,7 @@ def evaluate_nab(
         if not needed.exists():
             raise InputFileError(f"{nab_dir} is not a NAB checkout: {needed.relative_to(nab_dir)} is missing")
     windows = load_windows(labels)
-    files: dict[str, tuple[list[Any], list[float]]] = {}
-    alerts: dict[str, tuple[list[Any], list[float]]] = {}
+    scored: dict[str, NabFile] = {}
     for path in sorted(data_dir.glob("*/*.csv")):
         name = str(path.relative_to(data_dir))
         if name not in windows:
@@ -62,21 +93,26 @@ def evaluate_nab(
         ]
         results, _ = detector.score_sequence(events)
         values = np.array([v["value"] for _, v in events])
-        files[name] = (timestamps, list(likelihood.score_series([r.surprise for r in results], values)))
-        alerts[name] = (timestamps, [1.0 if r.alert else 0.0 for r in results])
+        scored[name] = NabFile(
+            timestamps,
+            values,
+            likelihood.score_series([r.surprise for r in results], values),
+            np.array([1.0 if r.alert else 0.0 for r in results]),
+        )
         on_file(name, len(events))
     profiles = load_profiles(profiles_file)
-    scores = corpus_scores(files, windows, profiles)
-    paged = corpus_scores(alerts, windows, profiles)
-    return {
+    scores = corpus_scores({n: (f.timestamps, list(f.scores)) for n, f in scored.items()}, windows, profiles)
+    paged = corpus_scores({n: (f.timestamps, list(f.alerts)) for n, f in scored.items()}, windows, profiles)
+    result = {
         "model": detector.ident,
-        "files": len(files),
-        "records": sum(len(ts) for ts, _ in files.values()),
+        "files": len(scored),
+        "records": sum(len(f.timestamps) for f in scored.values()),
         **{profile: round(v["score"], 2) for profile, v in scores.items()},
         "details": scores,
         "alerts": {
-            "count": int(sum(sum(flags) for _, flags in alerts.values())),
+            "count": int(sum(f.alerts.sum() for f in scored.values())),
             **{profile: round(v["score"], 2) for profile, v in paged.items()},
             "details": paged,
         },
     }
+    return NabRun(scored, {n: windows[n] for n in scored}, result)

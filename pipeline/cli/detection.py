@@ -246,16 +246,31 @@ def evaluate(
     help="A generic model directory (default: the shipped generic model).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool) -> None:
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write a page (index.html) with the published scores beside ours and a timeline per file.",
+)
+def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool, report_dir: Path | None) -> None:
     """Run the generic detector over every NAB file and score it with NAB's three profiles."""
     from pipeline.modeling import load_model
-    from pipeline.nab_eval import evaluate_nab
+    from pipeline.nab_eval import run_nab
     from pipeline.progress import event_progress
 
     detector = load_model(model_dir, "generic")
     with event_progress() as bar:
         task = bar.add_task("NAB", total=58)
-        result = evaluate_nab(detector, nab_dir, lambda name, rows: bar.update(task, advance=1, description=name))
+        run = run_nab(detector, nab_dir, lambda name, rows: bar.update(task, advance=1, description=name))
+    result = run.result
+    if report_dir is not None:
+        from pipeline.nab_report import write_nab_report
+
+        with event_progress() as bar:
+            task = bar.add_task("report", total=len(run.files))
+            page = write_nab_report(run, nab_dir, report_dir, lambda name: bar.update(task, advance=1))
+        result["report"] = str(page)
     if as_json:
         click.echo(orjson.dumps(result).decode())
         return
@@ -264,6 +279,8 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool) -
     out.print(_nab_table(title, result["details"]))
     alerts = result["alerts"]
     out.print(_nab_table(f"Its {alerts['count']:,} alerts, as a worker would page them", alerts["details"]))
+    if report_dir is not None:
+        out.print(f"report: {result['report']}")
 
 
 def _nab_table(title: str, details: dict[str, dict[str, Any]]) -> Table:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.conftest import gruwatch
 
@@ -73,8 +76,8 @@ def test_bad_model_directories_are_one_line(tmp_path: Path) -> None:
     assert wrong.stderr.count("\n") == 1
 
 
-def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path) -> None:
-    result = gruwatch("evaluate", "nab", "--data", str(nab_dir), "--json")
+def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -> None:
+    result = gruwatch("evaluate", "nab", "--data", str(nab_dir), "--json", "--report", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     report = orjson.loads(result.stdout)
     assert report["files"] == 58 and report["records"] == 365558
@@ -92,3 +95,23 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path) -> None:
     paged = alerts["details"]["standard"]
     assert alerts["count"] >= paged["false_positives"] + paged["windows_detected"]
     assert alerts["standard"] >= 35 and alerts["count"] <= 1200
+    # The page: every file's share of the standard score beside the published ones, and its timeline.
+    standard = report["details"]["standard"]
+    assert sum(standard["file_scores"].values()) == pytest.approx(standard["raw"], abs=1e-9)
+    page = Path(report["report"]).read_text()
+    links = re.findall(r'<a href="(files/[^"]+\.png)">([^<]+)</a>', page)
+    assert sorted(name for _, name in links) == sorted(standard["files"])
+    assert all((tmp_path / "report" / href).stat().st_size > 10_000 for href, _ in links)
+    assert (tmp_path / "report" / "leaderboard.png").stat().st_size > 10_000
+    assert f"<td>{report['standard']:.1f}</td>" in page and "<td>ARTime</td><td>74.9</td>" in page
+    # Worst file against Numenta's first: its gap is the smallest.
+    first = links[0][1]
+    numenta = {
+        r["File"]: float(r["Score"])
+        for r in csv.DictReader(
+            (nab_dir / "results" / "numenta" / "numenta_standard_scores.csv").read_text().splitlines()
+        )
+        if r["File"]
+    }
+    gaps = {name: standard["file_scores"][name] - numenta[name] for name in standard["file_scores"]}
+    assert gaps[first] == min(gaps.values())

@@ -40,6 +40,13 @@ def test_reproduces_artime_published_scores(nab_dir: Path) -> None:
     assert standard["perfect"] == 116 and standard["null"] == -116
     assert standard["windows_detected"] + standard["windows_missed"] == 116
     assert sum(f[1] for f in standard["files"].values()) == 116
+    # Per file too: each file's share of the total is its published per-file score.
+    with (nab_dir / "results" / "ARTime" / "ARTime_standard_scores.csv").open() as fh:
+        per_file = {r["File"]: float(r["Score"]) for r in csv.DictReader(fh) if r["File"]}
+    assert per_file.keys() == standard["file_scores"].keys()
+    for name, score in standard["file_scores"].items():
+        assert score == pytest.approx(per_file[name], abs=1e-6), name
+    assert sum(standard["file_scores"].values()) == pytest.approx(standard["raw"], abs=1e-9)
 
 
 def _series(n: int) -> list[datetime]:

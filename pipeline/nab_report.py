@@ -1,0 +1,188 @@
+"""`gruwatch evaluate nab --report DIR`: the NAB run as a page to look at.
+
+``index.html`` puts the detector's corpus scores beside NAB's published ones, then lists every
+file with its share of the standard score at the corpus threshold, next to the published share
+of Numenta's HTM (the first bar) and ARTime (the best) — worst gap first, so the files that
+cost most are at the top. Each file links to its timeline (``files/*.png``): the values with
+the labelled windows, the NAB score under the threshold the sweep chose, what that threshold
+detects and where the worker would have alerted.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.dates
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt
+import numpy as np
+
+from models.nab import PROBATION_PERCENT
+from pipeline.nab_eval import NabFile, NabRun
+
+__all__ = ["COMPARED", "write_nab_report"]
+
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+# Published detectors whose per-file scores sit beside ours: Numenta HTM (the first bar) and
+# ARTime (the best published).
+COMPARED = ("numenta", "ARTime")
+
+
+def write_nab_report(
+    run: NabRun, nab_dir: Path, out_dir: Path, on_file: Callable[[str], None] = lambda name: None
+) -> Path:
+    """Write the page and one PNG per file into ``out_dir``; returns the page's path."""
+    files_dir = out_dir / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    standard = run.result["details"]["standard"]
+    for name, scored in run.files.items():
+        _plot_file(name, scored, run.windows[name], standard["threshold"], files_dir / _png_name(name))
+        on_file(name)
+    published = _published_corpus(nab_dir)
+    _plot_leaderboard(run.result, published, out_dir / "leaderboard.png")
+    page = out_dir / "index.html"
+    page.write_text(_page(run, published, _published_per_file(nab_dir)), encoding="utf-8")
+    return page
+
+
+def _png_name(name: str) -> str:
+    return name.removesuffix(".csv").replace("/", "__") + ".png"
+
+
+def _published_corpus(nab_dir: Path) -> dict[str, dict[str, float]]:
+    path = nab_dir / "results" / "final_results.json"
+    if not path.exists():
+        return {}
+    raw: dict[str, dict[str, float]] = json.loads(path.read_text())
+    return raw
+
+
+def _published_per_file(nab_dir: Path) -> dict[str, dict[str, float]]:
+    """Per compared detector present in the checkout: its standard-profile score of each file."""
+    out: dict[str, dict[str, float]] = {}
+    for detector in COMPARED:
+        path = nab_dir / "results" / detector / f"{detector}_standard_scores.csv"
+        if path.exists():
+            with path.open(newline="") as fh:
+                out[detector] = {r["File"]: float(r["Score"]) for r in csv.DictReader(fh) if r["File"]}
+    return out
+
+
+def _plot_file(
+    name: str, scored: NabFile, windows: list[tuple[datetime, datetime]], threshold: float, out: Path
+) -> None:
+    times = matplotlib.dates.date2num(scored.timestamps)  # type: ignore[no-untyped-call]
+    probation = min(int(PROBATION_PERCENT * len(times)), int(PROBATION_PERCENT * 5000))
+    detected = np.flatnonzero(scored.scores >= threshold)
+    detected = detected[detected >= probation]
+    alerts = np.flatnonzero(scored.alerts > 0)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 5), dpi=100, sharex=True, height_ratios=(3, 2))
+    top.plot(times, scored.values, lw=0.6, color="#1f77b4")
+    for start, end in windows:
+        for ax in (top, bottom):
+            ax.axvspan(start, end, color="#ff7f0e", alpha=0.2, lw=0)
+    if probation:
+        for ax in (top, bottom):
+            ax.axvspan(times[0], times[probation - 1], color="#999999", alpha=0.15, lw=0)
+    top.scatter(times[alerts], scored.values[alerts], marker="v", s=30, color="#9467bd", zorder=3, label="alert")
+    top.scatter(times[detected], scored.values[detected], marker="o", s=14, color="#d62728", zorder=4, label="detected")
+    top.set_title(f"{name}: windows (orange), probation (grey)")
+    top.legend(loc="upper right", fontsize=8)
+    bottom.plot(times, scored.scores, lw=0.6, color="#2ca02c")
+    bottom.axhline(threshold, color="#d62728", ls="--", lw=1, label=f"threshold {threshold:.4f}")
+    bottom.set_ylabel("NAB score")
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.legend(loc="upper right", fontsize=8)
+    bottom.xaxis_date()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _plot_leaderboard(result: dict[str, Any], published: dict[str, dict[str, float]], out: Path) -> None:
+    ours = {f"gruwatch ({result['model']})": result["standard"], "gruwatch alerts": result["alerts"]["standard"]}
+    board = {name: scores["standard"] for name, scores in published.items()} | ours
+    names = sorted(board, key=lambda n: board[n])
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(names) + 1), dpi=100)
+    colours = ["#d62728" if n in ours else "#1f77b4" for n in names]
+    ax.barh(names, [board[n] for n in names], color=colours)
+    for y, n in enumerate(names):
+        ax.text(board[n], y, f" {board[n]:.1f}", va="center", fontsize=8)
+    ax.set_xlabel("NAB standard profile score")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _page(run: NabRun, published: dict[str, dict[str, float]], per_file: dict[str, dict[str, float]]) -> str:
+    result = run.result
+    rows = [
+        f"<tr class=ours><td>gruwatch {html.escape(result['model'])}</td>"
+        + "".join(f"<td>{result[p]:.1f}</td>" for p in PROFILES)
+        + "</tr>",
+        "<tr class=ours><td>gruwatch alerts</td>"
+        + "".join(f"<td>{result['alerts'][p]:.1f}</td>" for p in PROFILES)
+        + "</tr>",
+    ]
+    for name, scores in sorted(published.items(), key=lambda item: -item[1]["standard"]):
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{scores[p]:.1f}</td>" for p in PROFILES) + "</tr>"
+        )
+    standard = result["details"]["standard"]
+    compared = [d for d in COMPARED if d in per_file]
+    reference = compared[0] if compared else None
+
+    def gap(name: str) -> float:
+        own = float(standard["file_scores"][name])
+        return own - per_file[reference].get(name, own) if reference else own
+
+    file_rows = []
+    for name in sorted(run.files, key=gap):
+        detected, windows, false_positives = standard["files"][name]
+        cells = [
+            f'<td><a href="files/{html.escape(_png_name(name))}">{html.escape(name)}</a></td>',
+            f"<td>{detected}/{windows}</td>",
+            f"<td>{false_positives}</td>",
+            f"<td>{standard['file_scores'][name]:.2f}</td>",
+            *(f"<td>{per_file[d].get(name, float('nan')):.2f}</td>" for d in compared),
+        ]
+        file_rows.append("<tr>" + "".join(cells) + "</tr>")
+    compared_heads = "".join(f"<th>{html.escape(d)}</th>" for d in compared)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>NAB: {html.escape(result["model"])}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr.ours {{ background: #fde0dd; font-weight: bold; }}
+</style></head><body>
+<h1>NAB with {html.escape(result["model"])}</h1>
+<p>{result["files"]} files, {result["records"]:,} records. Standard profile at threshold
+{standard["threshold"]:.4f}: {standard["windows_detected"]} of
+{standard["windows_detected"] + standard["windows_missed"]} windows detected,
+{standard["false_positives"]} detections outside windows.
+"gruwatch alerts" scores the worker's own alerts ({result["alerts"]["count"]:,} of them).</p>
+<h2>Corpus scores</h2>
+<table><tr><th>detector</th>{"".join(f"<th>{p}</th>" for p in PROFILES)}</tr>
+{chr(10).join(rows)}
+</table>
+<img src="leaderboard.png" alt="standard profile scores">
+<h2>Per file (standard profile)</h2>
+<p>Each file's share of the raw score at the corpus threshold (a window detected early is worth
+up to 1, a missed one −1, a detection outside windows up to −0.11), beside the published
+detectors' shares{f", worst against {html.escape(reference)} first" if reference else ""}.</p>
+<table><tr><th>file</th><th>windows</th><th>outside</th><th>gruwatch</th>{compared_heads}</tr>
+{chr(10).join(file_rows)}
+</table>
+</body></html>
+"""

@@ -36,7 +36,6 @@ __all__ = [
     "load_windows",
     "parse_nab_time",
     "scaled_sigmoid",
-    "score_at",
     "sweep_file",
 ]
 
@@ -66,11 +65,15 @@ class SweepRow:
 
 @dataclass(frozen=True)
 class Detections:
-    """What a threshold detects in scored records: windows with a detection, and false positives."""
+    """What a threshold detects in scored records: windows with a detection, false positives,
+    and what the records add to the raw score (``score``): each window its best detected
+    record's weight, or −``fn`` weight when none is detected, plus the cost of every detection
+    outside windows — a file's "Score" in NAB's per-file results."""
 
     windows: int = 0
     detected: int = 0
     false_positives: int = 0
+    score: float = 0.0
 
     @property
     def missed(self) -> int:
@@ -81,45 +84,29 @@ class Detections:
             self.windows + other.windows,
             self.detected + other.detected,
             self.false_positives + other.false_positives,
+            self.score + other.score,
         )
 
 
-def count_detections(rows: Sequence[SweepRow], threshold: float) -> Detections:
+def count_detections(rows: Sequence[SweepRow], threshold: float, cost: CostMatrix) -> Detections:
     """Detection is score ≥ threshold (as in ``best_threshold``); probationary records never count."""
-    windows: set[str] = set()
+    windows: dict[str, float] = {}  # each window's best detected weight so far
     detected: set[str] = set()
     false_positives = 0
+    outside = 0.0
     for r in rows:
         if r.window == "probationary":
             continue
         hit = r.anomaly_score >= threshold
         if r.window is None:
             false_positives += hit
-            continue
-        windows.add(r.window)
-        if hit:
-            detected.add(r.window)
-    return Detections(len(windows), len(detected), false_positives)
-
-
-def score_at(rows: Sequence[SweepRow], threshold: float, cost: CostMatrix) -> float:
-    """What records ``rows`` add to the raw score at ``threshold`` (detection is score ≥ it): each
-    window its best detected record's weight, or −``fn`` weight when none is detected, plus the
-    cost of every detection outside windows. A file's share of the corpus total — its "Score" in
-    NAB's per-file results."""
-    windows: dict[str, float] = {}
-    false_positives = 0.0
-    for r in rows:
-        if r.window == "probationary":
-            continue
-        hit = r.anomaly_score >= threshold
-        if r.window is None:
-            false_positives += r.sweep_score if hit else 0.0
+            outside += r.sweep_score if hit else 0.0
             continue
         best = windows.setdefault(r.window, -cost.fn)
         if hit:
+            detected.add(r.window)
             windows[r.window] = max(best, r.sweep_score)
-    return sum(windows.values()) + false_positives
+    return Detections(len(windows), len(detected), false_positives, sum(windows.values()) + outside)
 
 
 def scaled_sigmoid(position: float) -> float:
@@ -232,7 +219,7 @@ def corpus_scores(
         threshold, raw = best_threshold([r for rows in per_file.values() for r in rows], cost)
         _, null = best_threshold(null_rows, cost)
         perfect = window_count * cost.tp
-        found = {name: count_detections(rows, threshold) for name, rows in per_file.items()}
+        found = {name: count_detections(rows, threshold, cost) for name, rows in per_file.items()}
         total = sum(found.values(), Detections())
         out[profile] = {
             "score": 100.0 * (raw - null) / (perfect - null),
@@ -244,6 +231,6 @@ def corpus_scores(
             "windows_missed": total.missed,
             "false_positives": total.false_positives,
             "files": {name: [d.detected, d.windows, d.false_positives] for name, d in found.items()},
-            "file_scores": {name: score_at(rows, threshold, cost) for name, rows in per_file.items()},
+            "file_scores": {name: d.score for name, d in found.items()},
         }
     return out

@@ -99,3 +99,7 @@ def test_counts_what_the_chosen_threshold_detects() -> None:
     assert result["threshold"] == 0.9
     assert (result["windows_detected"], result["windows_missed"], result["false_positives"]) == (2, 1, 2)
     assert result["files"] == {"a": [1, 2, 2], "b": [1, 1, 0]}
+    # a: one window caught late-ish, one missed (−1) and two false positives; b: one caught.
+    shares = result["file_scores"]
+    assert shares["a"] + shares["b"] == pytest.approx(result["raw"])
+    assert -1 < shares["a"] < 0 < shares["b"] < 1

@@ -35,6 +35,7 @@ __all__ = [
     "load_profiles",
     "load_windows",
     "parse_nab_time",
+    "probation_length",
     "scaled_sigmoid",
     "sweep_file",
 ]
@@ -129,8 +130,9 @@ def load_profiles(profiles_file: Path) -> dict[str, CostMatrix]:
     return {name: CostMatrix.from_profile(p) for name, p in json.loads(profiles_file.read_text()).items()}
 
 
-def _probation_length(rows: int) -> float:
-    return min(math.floor(PROBATION_PERCENT * rows), PROBATION_PERCENT * _PROBATION_CAP)
+def probation_length(rows: int) -> int:
+    """How many of a file's first records are probationary (never scored)."""
+    return math.ceil(min(math.floor(PROBATION_PERCENT * rows), PROBATION_PERCENT * _PROBATION_CAP))
 
 
 def sweep_file(
@@ -146,7 +148,7 @@ def sweep_file(
     index = {ts: i for i, ts in reversed(list(enumerate(timestamps)))}  # first occurrence
     pending = list(windows)
     max_tp = scaled_sigmoid(-1.0)
-    probation = _probation_length(len(timestamps))
+    probation = probation_length(len(timestamps))
     rows: list[SweepRow] = []
     window_name: str | None = None
     window_end: datetime | None = None

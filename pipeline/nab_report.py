@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.nab import PROBATION_PERCENT
+from models.nab import probation_length
 from pipeline.nab_eval import NabFile, NabRun
 
 __all__ = ["COMPARED", "write_nab_report"]
@@ -80,7 +80,7 @@ def _plot_file(
     name: str, scored: NabFile, windows: list[tuple[datetime, datetime]], threshold: float, out: Path
 ) -> None:
     times = matplotlib.dates.date2num(scored.timestamps)  # type: ignore[no-untyped-call]
-    probation = min(int(PROBATION_PERCENT * len(times)), int(PROBATION_PERCENT * 5000))
+    probation = probation_length(len(times))
     detected = np.flatnonzero(scored.scores >= threshold)
     detected = detected[detected >= probation]
     alerts = np.flatnonzero(scored.alerts > 0)

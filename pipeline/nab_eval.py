@@ -27,7 +27,7 @@ from models.nab import corpus_scores, load_profiles, load_windows, parse_nab_tim
 from pipeline.errors import InputFileError
 from producers.files import read_nab
 
-__all__ = ["NabFile", "NabRun", "evaluate_nab", "run_nab"]
+__all__ = ["NabFile", "NabRun", "run_nab"]
 
 
 @dataclass(frozen=True)
@@ -43,21 +43,12 @@ class NabFile:
 
 @dataclass(frozen=True)
 class NabRun:
-    """The scored corpus (``files``, by NAB's file name), its labelled windows and ``result``: what
-    ``evaluate_nab`` returns."""
+    """The scored corpus (``files``, by NAB's file name), its labelled windows and ``result``: the
+    scores by profile (what ``evaluate nab --json`` prints)."""
 
     files: dict[str, NabFile]
     windows: dict[str, list[tuple[datetime, datetime]]]
     result: dict[str, Any]
-
-
-def evaluate_nab(
-    detector: Detector,
-    nab_dir: Path,
-    on_file: Callable[[str, int], None] = lambda name, rows: None,
-    likelihood: AnomalyLikelihood | None = None,
-) -> dict[str, Any]:
-    return run_nab(detector, nab_dir, on_file, likelihood).result
 
 
 def run_nab(

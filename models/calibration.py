@@ -48,9 +48,10 @@ SEVERITY_NAMES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 EPISODE_NAMES: tuple[Literal["open", "update", "resolve"], ...] = ("open", "update", "resolve")
 # Why an event is anomalous: its score (or one feature's term), a sustained lift of the recent
 # scores, a run of repeats the stream's own repeat rate makes improbable (FeatureSpec.stuck_rule),
-# or a shift of level in a stream of independent noise (FeatureSpec.level_rule).
-Rule = Literal["score", "sustained", "stuck", "level"]
-RULE_NAMES: tuple[Rule, ...] = ("score", "sustained", "stuck", "level")
+# a shift of level in a stream of independent noise (FeatureSpec.level_rule), or a residual
+# large against the stream's own residuals (FeatureSpec.residual_rule).
+Rule = Literal["score", "sustained", "stuck", "level", "residual"]
+RULE_NAMES: tuple[Rule, ...] = ("score", "sustained", "stuck", "level", "residual")
 _LEVELS = np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2.5, -4, 4), [1.0]])
 # The per-stream mean score adapts this fast (an exponentially weighted mean over ~200 events).
 _STREAM_ALPHA = 0.005
@@ -88,6 +89,11 @@ class Calibration:
     # term_share of the false-alarm budget).
     terms: list[Calibration] | None = None
     term_share: float = 0.5
+    # The residual rule's calibration (None: off): the tail of an event's largest residual
+    # against its stream's own spread (models.residual), over normal events; it gets
+    # residual_share of the false-alarm budget.
+    residual: Calibration | None = None
+    residual_share: float = 0.5
 
     def __post_init__(self) -> None:
         # Arrays once: np.interp on lists converts them on every call (the hot path's cost).
@@ -164,6 +170,14 @@ class Calibration:
         rarest = np.min([c.probabilities(terms[:, j]) for j, c in enumerate(self.terms)], axis=0)
         return np.asarray(rarest * len(self.terms) / self.term_share)
 
+    def residual_probabilities(self, residuals: np.ndarray) -> np.ndarray | None:
+        """Per event, the chance of its largest rescaled residual (models.advance_residual; 0 is
+        no word: chance 1), over residual_share of the budget (None: rule off)."""
+        if self.residual is None:
+            return None
+        chance = self.residual.probabilities(residuals) / self.residual_share
+        return np.where(residuals > 0, np.minimum(chance, 1.0), 1.0)
+
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """P(S ≥ s) for each score, vectorised."""
         top_score, top_level = self._scores[-2], self._levels[-2]
@@ -219,12 +233,15 @@ class Calibration:
         gate_z: float = math.inf,
         gate_open: bool = False,
         level: float = 1.0,
+        residual: float = 1.0,
     ) -> Decision:
         """Advance a stream's episode with a calibrated score (mutates ``state``). ``stuck``: the
         chance of the run of repeats this event extends (FeatureSpec.stuck_probabilities);
         ``gate_z`` and ``gate_open``: the likelihood gate's word on it (models.likelihood), which
         holds back an anomalous score or sustained lift its stream's own history does not back;
-        ``level``: the tail of its stream's level-shift sums (FeatureSpec.level_probabilities)."""
+        ``level``: the tail of its stream's level-shift sums (FeatureSpec.level_probabilities);
+        ``residual``: the chance of its residual against its stream's own (residual_probabilities),
+        gated like the score."""
         warm = state.count >= self.warmup
         rule: Rule = "score"
         if warm and math.isfinite(self.sustain_h) and probability >= self.far:
@@ -234,6 +251,8 @@ class Calibration:
                 # A sustained lift counts as one event that improbable.
                 probability = min(probability, self.far * math.exp(-(lift - self.sustain_h)))
                 rule = "sustained"
+        if residual < probability:
+            probability, rule = residual, "residual"
         probability = gate_probability(probability, gate_z, gate_open, self.far)
         if stuck < probability:
             probability, rule = stuck, "stuck"
@@ -270,6 +289,7 @@ class Calibration:
         gate_z: np.ndarray | None = None,
         gate_open: np.ndarray | None = None,
         level: np.ndarray | None = None,
+        residual: np.ndarray | None = None,
     ) -> BatchDecision:
         """``advance`` for one event of each of several different streams, in arrays (mutates
         ``state``). The same arithmetic, element by element, as the scalar path."""
@@ -283,6 +303,10 @@ class Calibration:
             sustained = warm & (probability >= self.far) & (lift > self.sustain_h)
             for i in np.flatnonzero(sustained):  # rare; math.exp, bit for bit the scalar path's
                 probability[i] = min(probability[i], self.far * math.exp(-(lift[i] - self.sustain_h)))
+        by_residual = np.zeros(scores.shape, dtype=bool)
+        if residual is not None:
+            by_residual = residual < probability
+            probability = np.where(by_residual, residual, probability)
         if gate_z is not None and gate_open is not None:
             probability = gate_probabilities(probability, gate_z, gate_open, self.far)
         stuck = np.ones(scores.shape) if stuck is None else stuck
@@ -312,8 +336,13 @@ class Calibration:
         state.peak = np.where(resolves, 1.0, state.peak)
         episode = np.select([opens, updates, resolves], [0, 1, 2], default=-1)
         rule = np.select(
-            [by_level, by_stuck, sustained],
-            [RULE_NAMES.index("level"), RULE_NAMES.index("stuck"), RULE_NAMES.index("sustained")],
+            [by_level, by_stuck, by_residual, sustained],
+            [
+                RULE_NAMES.index("level"),
+                RULE_NAMES.index("stuck"),
+                RULE_NAMES.index("residual"),
+                RULE_NAMES.index("sustained"),
+            ],
             0,
         )
         rule = np.where(anomalous, rule, -1)
@@ -326,6 +355,7 @@ class Calibration:
         if not math.isfinite(out["sustain_h"]):
             out["sustain_h"] = None  # JSON has no infinity
         out["terms"] = [t.to_dict() for t in self.terms] if self.terms else None
+        out["residual"] = self.residual.to_dict() if self.residual else None
         return out
 
     @classmethod
@@ -335,6 +365,8 @@ class Calibration:
             fields["sustain_h"] = math.inf
         if fields.get("terms"):
             fields["terms"] = [Calibration.from_dict(t) for t in fields["terms"]]
+        if fields.get("residual"):
+            fields["residual"] = Calibration.from_dict(fields["residual"])
         return cls(**fields)
 
 

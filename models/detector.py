@@ -17,6 +17,7 @@ import numpy as np
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.features import FeatureSpec
 from models.likelihood import AnomalyLikelihood, advance_gate
+from models.residual import advance_residual
 from models.scorer import GRUScorer
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class BatchScores:
     # recent surprise (inf: no gate, or still learning) and whether its value opens the gate.
     gate_z: np.ndarray
     gate_open: np.ndarray
+    # Per event, its largest residual against its stream's own spread (models.residual; 0: none).
+    residual: np.ndarray
 
     @classmethod
     def of(
@@ -117,7 +120,8 @@ class BatchScores:
         stuck = np.ones(len(score)) if stuck is None else stuck
         level = np.ones(len(score)) if level is None else level
         gate_z, gate_open = np.full(len(score), np.inf), np.zeros(len(score), dtype=bool)
-        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open)
+        residual = np.zeros(len(score))
+        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open, residual)
 
     def scored(self, detector: Detector, i: int, decision: Decision) -> Scored:
         """Event ``i``'s full result, given its calibrated decision."""
@@ -213,10 +217,10 @@ class Detector:
         out, h_new, new_norms = self._forward(h, last, norms, ts, values)
         if self.spec.likelihood_gate:
             out.gate_z, out.gate_open = self._advance_gate(new_norms, out.surprise, self.spec.transform_values(values))
-        by_term = self.calibration.term_probabilities(out.terms)
+        chances = self._chances(out)
         # Each stream has one event here: its run is that event alone.
         results = [
-            out.scored(self, i, self._decide_run(out, by_term, range(i, i + 1), s.episode)[0])
+            out.scored(self, i, self._decide_run(out, chances, range(i, i + 1), s.episode)[0])
             for i, s in enumerate(states)
         ]
         new_states = [
@@ -273,6 +277,9 @@ class Detector:
             y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
+        if spec.residual_rule:
+            for index in waves:
+                out.residual[index] = self._advance_residual(batch.norm[: len(index)], z[index])
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
             for index in waves:
@@ -280,7 +287,8 @@ class Detector:
                     batch.norm[: len(index)], out.surprise[index], targets[index, :n]
                 )
 
-        by_term = cal.term_probabilities(out.terms)
+        chances = self._chances(out)
+        by_term, by_residual = chances
         decision = BatchDecision.empty(len(ts))
         for index in waves:
             if len(index) <= _FEW_STREAMS:
@@ -290,7 +298,7 @@ class Detector:
                 for row in range(len(index)):
                     episode_row = batch.episode.row(row)
                     run = range(int(index[row]), int(ends[row]))
-                    for j, made in zip(run, self._decide_run(out, by_term, run, episode_row), strict=True):
+                    for j, made in zip(run, self._decide_run(out, chances, run, episode_row), strict=True):
                         decision.set(j, made)
                     batch.episode.set_row(row, episode_row)
                 break
@@ -309,6 +317,7 @@ class Detector:
                     out.gate_z[index],
                     out.gate_open[index],
                     out.level[index],
+                    None if by_residual is None else by_residual[index],
                 ),
             )
             batch.episode.put(rows, episode)
@@ -331,7 +340,10 @@ class Detector:
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_new = self.scorer.step(h, x, y)
         stuck, level = self._rule_chances(new_norms)
-        return BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level), h_new, new_norms
+        out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
+        if self.spec.residual_rule:
+            out.residual = self._advance_residual(new_norms, z)
+        return out, h_new, new_norms
 
     def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The stuck and level rules' chances of events, from their streams' memories after them
@@ -354,6 +366,17 @@ class Detector:
                 out.gate_z[at], out.gate_open[at] = self._advance_gate(row, out.surprise[at], x[at])
         results = self._decide_sequence(out, state.episode)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
+
+    def _advance_residual(self, memory: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Advance the residual rule of streams whose memories are the rows of ``memory`` (updated in
+        place) by one event each, from the model's whitened residuals ``z`` (the features' columns)."""
+        return advance_residual(memory[:, self.spec.residual_slice], z[:, : len(self.spec.names)])
+
+    def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
+        neither depends on the episode, so a run computes them once."""
+        cal = self.calibration
+        return cal.term_probabilities(out.terms), cal.residual_probabilities(out.residual)
 
     def _advance_gate(
         self, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray
@@ -378,20 +401,29 @@ class Detector:
         terms, mean, z, h_last = self.scorer.sequence(x, y, state.h)
         stuck, level = self._rule_chances(memory)
         out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck, level)
-        return out, h_last, memory[-1].copy()
+        last = memory[-1].copy()
+        if self.spec.residual_rule:  # what it says of an event depends on the stream's earlier events
+            row = last[None, :]
+            for i in range(len(events)):
+                out.residual[i : i + 1] = self._advance_residual(row, z[i : i + 1])
+        return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
         """One stream's events in order: each shift depends on the decisions before it."""
-        by_term = self.calibration.term_probabilities(out.terms)
-        decisions = self._decide_run(out, by_term, range(len(out.score)), episode)
+        decisions = self._decide_run(out, self._chances(out), range(len(out.score)), episode)
         return [out.scored(self, i, d) for i, d in enumerate(decisions)]
 
     def _decide_run(
-        self, out: BatchScores, by_term: np.ndarray | None, events: range, episode: EpisodeState
+        self,
+        out: BatchScores,
+        chances: tuple[np.ndarray | None, np.ndarray | None],
+        events: range,
+        episode: EpisodeState,
     ) -> list[Decision]:
         """Decisions for events ``events`` (indices into ``out``) of one stream, in order, by the
-        scalar path (mutates ``episode``)."""
+        scalar path (mutates ``episode``); ``chances`` as ``_chances`` gives them."""
         cal = self.calibration
+        by_term, by_residual = chances
         decisions = []
         for i in events:
             score = float(out.score[i])
@@ -407,6 +439,7 @@ class Detector:
                     float(out.gate_z[i]),
                     bool(out.gate_open[i]),
                     float(out.level[i]),
+                    1.0 if by_residual is None else float(by_residual[i]),
                 )
             )
         return decisions

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.likelihood import gate_size
+from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
 
 __all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
@@ -116,6 +117,12 @@ class FeatureSpec:
     # (``level_probabilities``), in streams whose values are independent noise about a level.
     # Needs stream_norm. Costs four floats per feature of stream state.
     level_rule: bool = False
+    # A decision rule on the model's residuals: each feature's whitened residual rescaled by the
+    # spread of its own stream's residuals (models.residual), for kinds whose streams are steadier
+    # than the model's predicted spread says (a spike in a quiet stream, the steps of a drift).
+    # The detector advances it after each step; the spec only keeps its place in the memory.
+    # Costs one float per feature and one more of stream state.
+    residual_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -207,10 +214,10 @@ class FeatureSpec:
         then each feature's last value and how many events in a row it has held it (stuck_targets,
         stuck_rule), then each feature's repeats so far and longest run before the current one,
         and the pairs of events seen (stuck_rule), then each feature's two CUSUMs, lag-1
-        autocorrelation and last standardised value (level_rule), then the likelihood gate's
-        statistics (likelihood_gate)."""
+        autocorrelation and last standardised value (level_rule), then the residual rule's
+        spreads (residual_rule), then the likelihood gate's statistics (likelihood_gate)."""
         n = len(self.names)
-        return self._runs_end + (4 * n if self.level_rule else 0) + (gate_size(n) if self.likelihood_gate else 0)
+        return self.residual_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
 
     @property
     def _runs_end(self) -> int:
@@ -227,6 +234,12 @@ class FeatureSpec:
     def _level_slice(self) -> slice:
         return slice(self._runs_end, self._runs_end + (4 * len(self.names) if self.level_rule else 0))
 
+    @property
+    def residual_slice(self) -> slice:
+        """Where the residual rule's memory sits in a stream's memory (empty when off)."""
+        start = self._level_slice.stop
+        return slice(start, start + (residual_size(len(self.names)) if self.residual_rule else 0))
+
     def new_norm(self) -> np.ndarray:
         return np.zeros(self.norm_size, dtype=np.float64)
 
@@ -238,15 +251,15 @@ class FeatureSpec:
         Returns the normalised targets, the centre and scale used (for turning predictions back
         into raw units) and the streams' updated statistics.
         """
-        if not (self.level_rule or self.likelihood_gate):
+        if not (self.level_rule or self.residual_rule or self.likelihood_gate):
             return self._normalise_runs(targets, norms)
         y, center, scale, runs = self._normalise_runs(targets, norms[:, : self._runs_end])
         memory = [runs]
         if self.level_rule:
             seen = norms[:, :1]  # events the stream's statistics had seen before this one
             memory.append(self._advance_level(y[:, : len(self.names)], seen, norms[:, self._level_slice]))
-        if self.likelihood_gate:  # carried through as it is: the detector advances it
-            memory.append(norms[:, self.gate_slice])
+        # Carried through as they are: the detector advances them from the model's output.
+        memory.append(norms[:, self.residual_slice.start :])
         return y, center, scale, np.concatenate(memory, axis=1)
 
     @staticmethod

@@ -85,7 +85,7 @@ def _mean_nll(model: GRUDetector, streams: list[_Arrays]) -> float:
 def _choose_rule(
     detector: Detector, calibration: Calibration, off: Mapping[str, Any], val: Mapping[str, StreamData]
 ) -> Calibration:
-    """Keep a rule (the sustained lift, the per-feature terms) only if it finds incidents better on
+    """Keep a rule (the sustained lift, the per-feature terms, the residual rule) only if it finds incidents better on
     the labelled validation streams (harmonic mean of incident recall and alert precision) than
     the calibration with ``off`` applied; unlabelled data keeps it."""
     if not any(e[2] == 1 for events in val.values() for e in events):
@@ -197,11 +197,13 @@ def train_detector(
     detector = Detector(spec, model, placeholder, name, version)
     normal_scores: list[float] = []
     normal_terms: list[np.ndarray] = []
+    normal_residuals: list[np.ndarray] = []
     for key in val_keys:
         keep = np.array([i >= config.warmup and ok for i, ok in enumerate(_settled(data[key]))], dtype=bool)
         scored = detector.sequence_scores([(e[0], e[1]) for e in data[key]])
         normal_terms.append(scored.terms[keep])
         normal_scores.extend(scored.score[keep].tolist())
+        normal_residuals.append(scored.residual[keep & (scored.residual > 0)])
 
     # The sustained-lift threshold is a far tail of a per-stream statistic: it takes every normal
     # stream there is (training streams too; a GRU this size barely overfits them).
@@ -215,6 +217,11 @@ def train_detector(
     calibration.terms = [Calibration.fit(list(by_term[:, j]), config.far) for j in range(by_term.shape[1])]
     val = {k: data[k] for k in val_keys}
     calibration = _choose_rule(detector, calibration, {"terms": None}, val)
+    # The residual rule is judged on top of the rules chosen before it, not they against it.
+    residuals = np.concatenate(normal_residuals)
+    if spec.residual_rule and residuals.size >= 10:
+        calibration.residual = Calibration.fit(residuals.tolist(), config.far)
+        calibration = _choose_rule(detector, calibration, {"residual": None}, val)
     detector.calibration = _choose_rule(detector, calibration, {"sustain_h": None}, val)
     report = {
         "epochs": epochs_run,

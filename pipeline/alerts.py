@@ -39,7 +39,9 @@ def build_alert(
         # "score": this event's score (or one feature's term) passed its threshold; "sustained":
         # the stream's recent scores stayed above its usual level (a slow fault), so the score
         # may be below it; "stuck": a value repeated longer than the stream's own repeat rate makes
-        # plausible; "level": a stream of noise about a level moved off it (both: the generic kind).
+        # plausible; "level": a stream of noise about a level moved off it; "residual": a value far
+        # from the expected one for its stream, steadier than the model's spread says (all three:
+        # the generic kind).
         "rule": result.rule,
         "model": detector.ident,
         "explanation": result.explanation or [],

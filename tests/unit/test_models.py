@@ -328,7 +328,8 @@ def test_an_incident_is_one_alert() -> None:
 def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], sustain_h: float) -> None:
     """The worker advances many streams' episodes in arrays; every decision and every state field
     must equal the scalar path's, stream by stream (the crash-replay and step = sequence
-    guarantees rest on it) — with the stuck rule, the level rule and the likelihood gate speaking too."""
+    guarantees rest on it) — with the stuck, level and residual rules and the likelihood gate
+    speaking too."""
     cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-2, warmup=3, cooldown=4)
     cal.sustain_h = sustain_h
     scalar = [EpisodeState() for _ in streams]
@@ -341,9 +342,10 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
         gate_z = np.where(scores % 5 < 1, np.inf, scores / 6)
         gate_open = scores % 11 < 2
         level = np.where(scores % 13 < 1, 1e-7, 1.0)
+        residual = np.where(scores % 3 < 0.5, 1e-4 * scores % 1, 1.0)
         batch = arrays.take(live)
         probability = cal.probabilities(scores - cal.shifts(batch))
-        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open, level)
+        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open, level, residual)
         arrays.put(live, batch)
         for j, i in enumerate(live):
             score = float(scores[j])
@@ -355,6 +357,7 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
                 gate_z[j],
                 gate_open[j],
                 level[j],
+                residual[j],
             )
             assert got.decision(j) == want
             assert arrays.row(i) == scalar[i]
@@ -504,10 +507,10 @@ def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() ->
 
 
 def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> None:
-    """Two values, every per-stream part on (statistics, stuck rule, level rule, gate): the stuck
-    rule reads its own counts — a second value held still is flagged, not the first one's noise —
-    the level rule its own sums, and normalising carries the gate's statistics through untouched
-    (the detector advances them)."""
+    """Two values, every per-stream part on (statistics, stuck, level and residual rules, gate):
+    the stuck rule reads its own counts — a second value held still is flagged, not the first
+    one's noise — the level rule its own sums, and normalising carries the residual rule's and the
+    gate's memories through untouched (the detector advances them)."""
     spec = FeatureSpec(
         "generic",
         ("a", "b"),
@@ -515,12 +518,14 @@ def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> Non
         stream_norm=True,
         stuck_rule=True,
         level_rule=True,
+        residual_rule=True,
         likelihood_gate=True,
     )
-    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (2 * 2 + 1) + 4 * 2 + (5 + 2 * 2)
+    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (2 * 2 + 1) + 4 * 2 + (1 + 2) + (5 + 2 * 2)
     rng = np.random.default_rng(14)
     norms = spec.new_norm()[None, :]
     norms[0, spec.gate_slice] = marker = np.arange(9.0) + 0.5
+    norms[0, spec.residual_slice] = residual_marker = -np.arange(3.0) - 0.5
     chances = []
     for t in range(60):
         b = 7.0 if t >= 50 else float(rng.normal())
@@ -528,6 +533,7 @@ def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> Non
         _, _, _, norms = spec.normalise_batch(targets, norms)
         chances.append(float(spec.stuck_probabilities(norms, warmup=10)[0]))
     np.testing.assert_array_equal(norms[0, spec.gate_slice], marker)
+    np.testing.assert_array_equal(norms[0, spec.residual_slice], residual_marker)
     assert all(c == 1.0 for c in chances[:51]) and chances[51] > chances[52] > chances[53] and chances[53] < 1e-3
     # b jumped to 7 sd from its mean and stayed: the level rule's upward sum for b, not for a.
     assert float(spec.level_probabilities(norms)[0]) < 1e-6
@@ -604,3 +610,32 @@ def test_calibration_round_trips_through_json_without_a_sustain_rule() -> None:
     assert not np.isfinite(cal.sustain_h)
     again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert again == cal and again.threshold == cal.threshold
+    # With the residual rule's own calibration nested in it.
+    cal.residual = Calibration.fit(list(np.linspace(0, 5, 1000)), far=1e-3)
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert again == cal and again.residual is not None and again.residual.threshold == cal.residual.threshold
+
+
+def test_the_residual_rule_judges_a_residual_against_the_streams_own_spread() -> None:
+    """A daily cycle with little noise: the GRU's predicted spread is ~4x what the stream shows,
+    so a spike of 12 noise sd is a residual of ~2 by the model's spread and passes unseen. Against
+    the stream's own residuals it is ~7: the residual rule flags it ("residual"), and nothing else
+    in the stream. (The likelihood gate is off here, to judge the rule alone.)"""
+    detector = copy.deepcopy(shipped("generic"))
+    assert detector.spec.residual_rule and detector.calibration.residual is not None
+    detector.spec.likelihood_gate = False
+    without = copy.deepcopy(detector)
+    without.calibration.residual = None
+    rng = np.random.default_rng(18)
+    hours = np.arange(600) * 5 / 60
+    values = 100 + 10 * np.sin(2 * np.pi * hours / 24) + 0.3 * rng.normal(size=600)
+    values[450] += 12 * 0.3
+    events = [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
+    with_rule, _ = detector.score_sequence(events)
+    assert with_rule[450].anomalous and with_rule[450].rule == "residual"
+    assert [i for i, r in enumerate(with_rule) if r.anomalous] == [450]
+    assert not any(r.anomalous for r in without.score_sequence(events)[0])
+    # Each event's rescaled residual: the model's z over the stream's own spread before it.
+    scores = detector.sequence_scores(events)
+    assert scores.residual[450] > 3 * abs(scores.z[450, 0]) > 0
+    assert not scores.residual[:50].any()  # no word before the stream has a history

@@ -97,8 +97,9 @@ class BatchScores:
     # recent surprise (inf: no gate, or still learning) and whether its value opens the gate.
     gate_z: np.ndarray
     gate_open: np.ndarray
-    # Per event, its largest residual against its stream's own spread (models.residual; 0: none).
-    residual: np.ndarray
+    # Per event and feature, the whitened residual against its stream's own spread (the residual
+    # rule, models.residual: 0 while the stream is young; no columns when the rule is off).
+    stream_z: np.ndarray
 
     @classmethod
     def of(
@@ -120,15 +121,29 @@ class BatchScores:
         stuck = np.ones(len(score)) if stuck is None else stuck
         level = np.ones(len(score)) if level is None else level
         gate_z, gate_open = np.full(len(score), np.inf), np.zeros(len(score), dtype=bool)
-        residual = np.zeros(len(score))
-        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open, residual)
+        stream_z = np.zeros((len(score), 0))
+        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open, stream_z)
+
+    @property
+    def residual(self) -> np.ndarray:
+        """Per event, its largest |residual| against its stream's own spread (0: none)."""
+        if not self.stream_z.shape[1]:
+            return np.zeros(len(self.score))
+        return np.asarray(np.abs(self.stream_z).max(axis=1))
 
     def scored(self, detector: Detector, i: int, decision: Decision) -> Scored:
         """Event ``i``'s full result, given its calibrated decision."""
         explanation = None
         if decision.anomalous:
             explanation = detector.explain(
-                self.terms[i], self.mean[i], self.z[i], self.y[i], self.values[i], self.center[i], self.scale[i]
+                self.terms[i],
+                self.mean[i],
+                self.z[i],
+                self.y[i],
+                self.values[i],
+                self.center[i],
+                self.scale[i],
+                self.stream_z[i],
             )
         return Scored(
             float(self.score[i]),
@@ -278,8 +293,9 @@ class Detector:
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if spec.residual_rule:
+            out.stream_z = np.zeros((len(ts), len(spec.names)))
             for index in waves:
-                out.residual[index] = self._advance_residual(batch.norm[: len(index)], z[index])
+                out.stream_z[index] = self._advance_residual(batch.norm[: len(index)], z[index])
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
             for index in waves:
@@ -342,7 +358,7 @@ class Detector:
         stuck, level = self._rule_chances(new_norms)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if self.spec.residual_rule:
-            out.residual = self._advance_residual(new_norms, z)
+            out.stream_z = self._advance_residual(new_norms, z)
         return out, h_new, new_norms
 
     def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -404,8 +420,9 @@ class Detector:
         last = memory[-1].copy()
         if self.spec.residual_rule:  # what it says of an event depends on the stream's earlier events
             row = last[None, :]
+            out.stream_z = np.zeros((len(events), len(self.spec.names)))
             for i in range(len(events)):
-                out.residual[i : i + 1] = self._advance_residual(row, z[i : i + 1])
+                out.stream_z[i : i + 1] = self._advance_residual(row, z[i : i + 1])
         return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
@@ -453,19 +470,25 @@ class Detector:
         values: Mapping[str, float],
         center: np.ndarray | None = None,
         scale: np.ndarray | None = None,
+        stream_z: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         """The targets that cost the most likelihood: actual and expected (raw units) and z (the
-        residual whitened by the predicted covariance: given the features before it)."""
+        residual whitened by the predicted covariance: given the features before it); with the
+        residual rule, a feature's ``z_stream`` too (that residual against its stream's own)."""
         expected = self.spec.denormalise(mean.astype(np.float64), center, scale)
         actual = self.spec.denormalise(y, center, scale)
         order = np.argsort(-terms)[:TOP_FEATURES]
         names = self.spec.target_names
-        return [
-            {
+        stream_z = np.zeros(0) if stream_z is None else stream_z
+        out: list[dict[str, Any]] = []
+        for j in order:
+            item = {
                 "feature": names[j],
                 "actual": float(values[names[j]]) if names[j] in values else round(float(actual[j]), 3),
                 "expected": round(float(expected[j]), 4),
                 "z": round(float(z[j]), 2),
             }
-            for j in order
-        ]
+            if j < len(stream_z) and stream_z[j]:
+                item["z_stream"] = round(float(stream_z[j]), 2)
+            out.append(item)
+        return out

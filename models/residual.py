@@ -6,15 +6,16 @@ inside the predicted spread, and a spike, a shift or the steps of a drift that a
 that stream stay under a threshold set for all streams. Per stream and feature, an exponentially
 weighted mean of the squared whitened residual z² measures the spread the stream really shows;
 the rule rescales each residual by it, r = z / √mean, and the calibration turns the largest |r|
-of an event into a tail probability (``Calibration.residual``).
+of an event into a tail probability (``Calibration.residual``). An alert's explanation gives each
+feature's r as ``z_stream`` beside the model's ``z``.
 
 Memory per stream: the events seen, then one mean per feature (``residual_size``). The mean is
 robust: one reading moves it by at most _CAP² times itself, so an incident does not teach the
 stream that it is noisy.
 
 >>> memory, rng = np.zeros((1, residual_size(1))), np.random.default_rng(0)
->>> quiet = [float(advance_residual(memory, np.array([[0.3 * rng.normal()]]))[0]) for _ in range(200)]
->>> max(quiet) < 4.0, round(float(advance_residual(memory, np.array([[2.0]]))[0]), 1)  # z 2: r ~7
+>>> quiet = [float(advance_residual(memory, np.array([[0.3 * rng.normal()]]))[0, 0]) for _ in range(200)]
+>>> max(quiet) < 4.0, round(float(advance_residual(memory, np.array([[2.0]]))[0, 0]), 1)  # z 2: r ~7
 (True, 6.9)
 """
 
@@ -38,16 +39,16 @@ def residual_size(features: int) -> int:
 
 def advance_residual(memory: np.ndarray, z: np.ndarray) -> np.ndarray:
     """One event for each of several streams: ``memory`` (B, residual_size) is updated in place
-    with the whitened residuals ``z`` (B, features). Returns each event's largest |r| against
-    its stream's spread before it (0 while the stream has seen fewer than RESIDUAL_HISTORY)."""
+    with the whitened residuals ``z`` (B, features). Returns each residual against its stream's
+    spread before it, r (B, features; 0 while the stream has seen fewer than RESIDUAL_HISTORY)."""
     count, spread = memory[:, 0], memory[:, 1:]
     z = np.asarray(z, dtype=np.float64)
     square = z * z
     learned = count >= RESIDUAL_HISTORY
-    r = np.where(learned[:, None], np.abs(z) / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
+    r = np.where(learned[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
     count += 1
     weight = np.maximum(1.0 / count, _ALPHA)[:, None]
     # While young, the stream has no spread to cap against: its first readings are taken whole.
     taught = np.where(count[:, None] > 1, np.minimum(square, _CAP * _CAP * spread), square)
     spread += weight * (taught - spread)
-    return np.asarray(r.max(axis=1))
+    return np.asarray(r)

@@ -635,7 +635,10 @@ def test_the_residual_rule_judges_a_residual_against_the_streams_own_spread() ->
     assert with_rule[450].anomalous and with_rule[450].rule == "residual"
     assert [i for i, r in enumerate(with_rule) if r.anomalous] == [450]
     assert not any(r.anomalous for r in without.score_sequence(events)[0])
-    # Each event's rescaled residual: the model's z over the stream's own spread before it.
+    # Each event's rescaled residual: the model's z over the stream's own spread before it; the
+    # alert's explanation gives both.
     scores = detector.sequence_scores(events)
-    assert scores.residual[450] > 3 * abs(scores.z[450, 0]) > 0
+    assert scores.stream_z[450, 0] > 3 * scores.z[450, 0] > 0
     assert not scores.residual[:50].any()  # no word before the stream has a history
+    value = next(item for item in with_rule[450].explanation or [] if item["feature"] == "value")
+    assert value["z_stream"] == round(float(scores.stream_z[450, 0]), 2) and value["z"] < value["z_stream"]

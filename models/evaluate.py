@@ -10,6 +10,11 @@ An incident still running at its stream's last event is *open*: the data ends be
 (a drift two events into its ramp), so whether it would be caught is unknown. Incident recall
 counts complete incidents; open ones are reported apart, and ``incident_recall_with_open``
 counts them too, as misses unless caught.
+
+Where the data says what each incident is (the synthetic producers' ``meta.anomaly``), complete
+incidents are also counted by type (``by_type``); where the detector says why it alerted (its
+rule), alerts are counted by rule with how many were true (``alerts_by_rule``): what a miss or a
+false alarm is made of, without a script.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class ScoredEvent:
     score: float
     anomalous: bool
     alert: bool
+    anomaly_type: str | None = None  # what a labelled event is (meta.anomaly), where known
+    rule: str | None = None  # why the detector flagged it, where it did
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -62,6 +69,15 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
     open_incidents = open_caught = 0
     delays_events: list[int] = []
     delays_ms: list[int] = []
+    by_type: dict[str, list[int]] = {}  # type → [incidents, caught]
+    by_rule: dict[str, list[int]] = {}  # rule → [alerts, true]
+
+    def alerted(e: ScoredEvent, true: bool) -> None:
+        if e.rule is not None:
+            counts = by_rule.setdefault(e.rule, [0, 0])
+            counts[0] += 1
+            counts[1] += int(true)
+
     for stream in by_stream.values():
         since_incident = grace + 1
         i = 0
@@ -73,6 +89,7 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
                     if stream[i].alert:
                         alerts += 1
                         true_alerts += 1
+                        alerted(stream[i], True)
                     i += 1
                 flagged = [j for j in range(start, min(i + grace, len(stream))) if stream[j].anomalous]
                 since_incident = 0
@@ -81,6 +98,10 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
                     open_caught += int(bool(flagged))
                     continue
                 incidents += 1
+                if e.anomaly_type is not None:
+                    typed = by_type.setdefault(e.anomaly_type, [0, 0])
+                    typed[0] += 1
+                    typed[1] += int(bool(flagged))
                 if flagged:
                     caught += 1
                     delays_events.append(flagged[0] - start)
@@ -89,6 +110,7 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
             if e.alert:
                 alerts += 1
                 true_alerts += int(since_incident < grace)
+                alerted(e, since_incident < grace)
             since_incident += 1
             i += 1
     return {
@@ -109,6 +131,13 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
         "alert_precision": _round(true_alerts / alerts if alerts else float("nan")),
         "delay_events_median": float(np.median(delays_events)) if delays_events else None,
         "delay_ms_median": float(np.median(delays_ms)) if delays_ms else None,
+        "by_type": {
+            kind: {"incidents": n, "caught": hit, "recall": _round(hit / n)}
+            for kind, (n, hit) in sorted(by_type.items())
+        },
+        "alerts_by_rule": {
+            rule: {"alerts": n, "true": hit, "precision": _round(hit / n)} for rule, (n, hit) in sorted(by_rule.items())
+        },
     }
 
 

@@ -17,7 +17,7 @@ from pipeline.errors import InputFileError, ModelLoadError
 from pipeline.events import Event
 from pipeline.replay import BadLine, iter_events
 
-__all__ = ["Dataset", "load_dataset", "load_model", "score_dataset", "spec_for"]
+__all__ = ["Dataset", "anomaly_type", "load_dataset", "load_model", "score_dataset", "spec_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,12 @@ def score_dataset(detector: Detector, data: Dataset) -> list[Scored]:
         for i, s in zip(indices, scored, strict=True):
             results[i] = s
     return [r for r in results if r is not None]
+
+
+def anomaly_type(event: Event) -> str | None:
+    """What a labelled event is, where its producer said (``meta.anomaly``: the synthetic ones do)."""
+    kind = (event.meta or {}).get("anomaly") if event.label else None
+    return kind if isinstance(kind, str) else None
 
 
 def scored_row(event: Event, result: Scored) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def evaluate(
     """
     from models.evaluate import ScoredEvent
     from models.evaluate import evaluate as evaluate_events
-    from pipeline.modeling import load_dataset, load_model, score_dataset
+    from pipeline.modeling import anomaly_type, load_dataset, load_model, score_dataset
 
     if ctx.invoked_subcommand is not None:
         return
@@ -198,7 +198,7 @@ def evaluate(
     results = score_dataset(detector, data)
     metrics = evaluate_events(
         [
-            ScoredEvent(e.key, e.ts, e.label or 0, r.score, r.anomalous, r.alert)
+            ScoredEvent(e.key, e.ts, e.label or 0, r.score, r.anomalous, r.alert, anomaly_type(e), r.rule)
             for e, r in zip(data.events, results, strict=True)
         ]
     )
@@ -226,7 +226,7 @@ def evaluate(
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key_, value in metrics.items():
-            table.add_row(key_, str(value))
+            table.add_row(key_, _cell(key_, value))
         Console().print(table)
 
 
@@ -281,6 +281,15 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool, r
     out.print(_nab_table(f"Its {alerts['count']:,} alerts, as a worker would page them", alerts["details"]))
     if report_dir is not None:
         out.print(f"report: {result['report']}")
+
+
+def _cell(metric: str, value: Any) -> str:
+    """A metric as the evaluate table shows it: the breakdowns as `name caught/total` lists."""
+    if metric == "by_type":
+        return ", ".join(f"{kind} {v['caught']}/{v['incidents']}" for kind, v in value.items()) or "-"
+    if metric == "alerts_by_rule":
+        return ", ".join(f"{rule} {v['true']}/{v['alerts']} true" for rule, v in value.items()) or "-"
+    return str(value)
 
 
 def _nab_table(title: str, details: dict[str, dict[str, Any]]) -> Table:

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from producers.network import NetworkGenerator
 from tests.conftest import gruwatch
 
 
@@ -58,6 +59,13 @@ def test_train_score_evaluate_round_trip(tmp_path: Path) -> None:
     metrics = orjson.loads(evaluated.stdout)
     assert {"precision", "recall", "f1", "pr_auc", "incident_recall", "delay_events_median"} <= set(metrics)
     assert 0 <= metrics["pr_auc"] <= 1 and metrics["model"] == "gru-network@1"
+    # The producer says what each incident is; the detector why it alerted: both add up.
+    by_type, by_rule = metrics["by_type"], metrics["alerts_by_rule"]
+    assert by_type and set(by_type) <= set(NetworkGenerator.anomaly_types)
+    assert sum(v["incidents"] for v in by_type.values()) == metrics["incidents"]
+    assert sum(v["caught"] for v in by_type.values()) == metrics["incidents_caught"]
+    assert sum(v["alerts"] for v in by_rule.values()) == metrics["alerts"]
+    assert all(0 <= v["true"] <= v["alerts"] for v in by_rule.values())
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import functools
 import itertools
 import json
@@ -423,6 +424,26 @@ def test_metrics_on_a_known_example() -> None:
     assert (m["incidents"], m["incidents_caught"], m["incident_recall"]) == (2, 2, 1.0)
     assert m["incidents_open_at_end"] == 1 and m["incident_recall_with_open"] == pytest.approx(0.6667, abs=1e-4)
     assert average_precision(np.array([1, 0, 1]), np.array([3.0, 2.0, 1.0])) == pytest.approx((1 + 2 / 3) / 2)
+    # Typed incidents and alerts with their rules: a's spike is caught, c's open drift is not
+    # counted; a's alert (score) is true, b's two (level) are one true (grace) and one false.
+    typed = [
+        dataclasses.replace(
+            e,
+            anomaly_type=("spike" if e.key == "a" else "drift") if e.label else None,
+            rule=("score" if e.key == "a" else "level") if e.alert else None,
+        )
+        for e in events + cut
+    ]
+    m = evaluate(typed, grace=1)
+    assert m["by_type"] == {
+        "drift": {"incidents": 1, "caught": 1, "recall": 1.0},
+        "spike": {"incidents": 1, "caught": 1, "recall": 1.0},
+    }
+    assert m["alerts_by_rule"] == {
+        "level": {"alerts": 2, "true": 1, "precision": 0.5},
+        "score": {"alerts": 1, "true": 1, "precision": 1.0},
+    }
+    assert evaluate(events, grace=1)["by_type"] == {} and evaluate(events, grace=1)["alerts_by_rule"] == {}
 
 
 def test_models_never_import_services() -> None:

@@ -198,7 +198,9 @@ def evaluate(
     results = score_dataset(detector, data)
     metrics = evaluate_events(
         [
-            ScoredEvent(e.key, e.ts, e.label or 0, r.score, r.anomalous, r.alert, anomaly_type(e), r.rule)
+            ScoredEvent(
+                e.key, e.ts, e.label or 0, r.score, r.anomalous, r.alert, anomaly_type(e), r.rule, r.probability
+            )
             for e, r in zip(data.events, results, strict=True)
         ]
     )

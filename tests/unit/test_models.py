@@ -444,6 +444,13 @@ def test_metrics_on_a_known_example() -> None:
         "score": {"alerts": 1, "true": 1, "precision": 1.0},
     }
     assert evaluate(events, grace=1)["by_type"] == {} and evaluate(events, grace=1)["alerts_by_rule"] == {}
+    # PR-AUC ranks by the calibrated probability where every event has one (ties: by score): here
+    # it puts the three labelled events first, where the raw score put two unlabelled ones ahead.
+    assert evaluate(events, grace=1)["pr_auc"] < 1.0
+    ranked = [dataclasses.replace(e, probability=1e-6 if e.label else (0.5 if e.score > 1 else 1.0)) for e in events]
+    assert evaluate(ranked, grace=1)["pr_auc"] == 1.0
+    ties = [dataclasses.replace(e, probability=0.5) for e in events]  # all tied: the score decides
+    assert evaluate(ties, grace=1)["pr_auc"] == evaluate(events, grace=1)["pr_auc"]
 
 
 def test_models_never_import_services() -> None:

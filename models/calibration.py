@@ -171,8 +171,8 @@ class Calibration:
         return np.asarray(rarest * len(self.terms) / self.term_share)
 
     def residual_probabilities(self, residuals: np.ndarray) -> np.ndarray | None:
-        """Per event, the chance of its largest rescaled residual (models.advance_residual; 0 is
-        no word: chance 1), over residual_share of the budget (None: rule off)."""
+        """Per event, the chance of its largest rescaled residual (models.residual; 0 is no word:
+        chance 1), over residual_share of the budget (None: rule off)."""
         if self.residual is None:
             return None
         chance = self.residual.probabilities(residuals) / self.residual_share

@@ -48,7 +48,7 @@ def advance_residual(memory: np.ndarray, z: np.ndarray) -> np.ndarray:
     r = np.where(learned[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
     count += 1
     weight = np.maximum(1.0 / count, _ALPHA)[:, None]
-    # While young, the stream has no spread to cap against: its first readings are taken whole.
+    # A stream's first reading has no spread to be capped against: it is taken whole.
     taught = np.where(count[:, None] > 1, np.minimum(square, _CAP * _CAP * spread), square)
     spread += weight * (taught - spread)
     return np.asarray(r)

@@ -66,11 +66,15 @@ SHIPPED_KINDS := network financial sensor generic
 # with the first file's): on 400-reading streams alone network learns that floods recur and misses
 # them later, and sensor misses a third of long streams' decorrelations.
 LONG_KINDS := network sensor
+# Generic trains on 1,000 streams rather than 300: a GRU that has seen more series predicts each
+# one's spread better (held-out alert precision 0.875 -> 0.93 on seed 8, incident recall unmoved).
+WIDE_KINDS := generic
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \
-	  data=.gruwatch/training/$$kind; \
-	  $(BIN)/gruwatch produce $$kind --keys 300 --count 120000 --seed 100 --anomaly-rate 0.002 \
+	  data=.gruwatch/training/$$kind; keys=300; count=120000; \
+	  case " $(WIDE_KINDS) " in *" $$kind "*) keys=1000; count=400000;; esac; \
+	  $(BIN)/gruwatch produce $$kind --keys $$keys --count $$count --seed 100 --anomaly-rate 0.002 \
 	      -o $$data.jsonl --no-progress || exit 1; \
 	  files="--data $$data.jsonl"; \
 	  case " $(LONG_KINDS) " in *" $$kind "*) \

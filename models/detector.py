@@ -279,6 +279,8 @@ class Detector:
         spec = self.spec
         cal = self.calibration
         stuck, level = np.ones(len(ts)), np.ones(len(ts))
+        # Events each stream had seen (stream_norm's count): the residual rule's, wave by wave.
+        seen = batch.norm[:, 0].copy() if spec.residual_rule else np.zeros(len(batch))
         if spec.sequential_norm:
             n_targets = spec.n_targets
             y, center, scale = (np.empty((len(ts), n_targets)) for _ in range(3))
@@ -294,8 +296,9 @@ class Detector:
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if spec.residual_rule:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
-            for index in waves:
-                out.stream_z[index] = self._advance_residual(batch.norm[: len(index)], z[index])
+            for wave, index in enumerate(waves):
+                live = slice(0, len(index))
+                out.stream_z[index] = self._advance_residual(batch.norm[live], z[index], seen[live] + wave)
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
             for index in waves:
@@ -358,7 +361,7 @@ class Detector:
         stuck, level = self._rule_chances(new_norms)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if self.spec.residual_rule:
-            out.stream_z = self._advance_residual(new_norms, z)
+            out.stream_z = self._advance_residual(new_norms, z, norms[:, 0])
         return out, h_new, new_norms
 
     def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,10 +386,12 @@ class Detector:
         results = self._decide_sequence(out, state.episode)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
 
-    def _advance_residual(self, memory: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def _advance_residual(self, memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Advance the residual rule of streams whose memories are the rows of ``memory`` (updated in
-        place) by one event each, from the model's whitened residuals ``z`` (the features' columns)."""
-        return advance_residual(memory[:, self.spec.residual_slice], z[:, : len(self.spec.names)])
+        place) by one event each, from the model's whitened residuals ``z`` (the features' columns);
+        ``seen``: the events each stream had seen before it."""
+        names = len(self.spec.names)
+        return advance_residual(memory[:, self.spec.residual_slice], z[:, :names], np.asarray(seen, dtype=np.float64))
 
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
@@ -422,7 +427,7 @@ class Detector:
             row = last[None, :]
             out.stream_z = np.zeros((len(events), len(self.spec.names)))
             for i in range(len(events)):
-                out.stream_z[i : i + 1] = self._advance_residual(row, z[i : i + 1])
+                out.stream_z[i : i + 1] = self._advance_residual(row, z[i : i + 1], state.norm[:1] + i)
         return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:

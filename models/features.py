@@ -39,6 +39,11 @@ _Z_CLIP = 50.0
 _GAP_SCALE_FLOOR = 0.25
 # A feature that has shown one value this many events in a row is stuck (stuck_targets).
 STUCK_RUN = 3
+# A spell of repeats less likely than this at its stream's repeat rate is an incident, not a habit:
+# it does not raise the record later spells must outlast (FeatureSpec.stuck_rule). Synthetic
+# flatlines come out below 1e-20; real series' idle spells (NAB's disks and tweet counts at 0)
+# above it, or at a value they have held before.
+_STUCK_HABIT_CHANCE = 1e-10
 # A stuck flag's predicted scale stays ≥ 0.1: a firing flag then costs ~49 nats, plenty over any
 # threshold, and a flag that stays 0 cannot buy likelihood without limit.
 FLAG_LOG_SCALE_MIN = math.log(0.1)
@@ -104,7 +109,7 @@ class FeatureSpec:
     # A decision rule rather than a target: a run of repeats longer than any the stream has shown
     # scores its chance under the stream's own repeat rate (``stuck_probabilities``). For kinds
     # whose streams differ in how often a value repeats (a count at night, a temperature to four
-    # decimals), where one trained flag cannot fit all. Costs four floats per feature and one more
+    # decimals), where one trained flag cannot fit all. Costs five floats per feature and one more
     # of stream state.
     stuck_rule: bool = False
     # Per-stream statistics of the model's surprise (models.likelihood): an event the calibration
@@ -121,7 +126,7 @@ class FeatureSpec:
     # spread of its own stream's residuals (models.residual), for kinds whose streams are steadier
     # than the model's predicted spread says (a spike in a quiet stream, the steps of a drift).
     # The detector advances it after each step; the spec only keeps its place in the memory.
-    # Costs one float per feature and one more of stream state.
+    # Needs stream_norm (whose count it reads). Costs one float per feature of stream state.
     residual_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
@@ -133,6 +138,8 @@ class FeatureSpec:
             raise ValueError("one transform per feature name")
         if self.level_rule and not self.stream_norm:
             raise ValueError("the level rule needs per-stream statistics (stream_norm)")
+        if self.residual_rule and not self.stream_norm:
+            raise ValueError("the residual rule needs per-stream statistics (stream_norm)")
 
     @property
     def n_targets(self) -> int:
@@ -212,10 +219,11 @@ class FeatureSpec:
     def norm_size(self) -> int:
         """Floats of per-stream memory a stream state carries: running statistics (stream_norm),
         then each feature's last value and how many events in a row it has held it (stuck_targets,
-        stuck_rule), then each feature's repeats so far and longest run before the current one,
-        and the pairs of events seen (stuck_rule), then each feature's two CUSUMs, lag-1
-        autocorrelation and last standardised value (level_rule), then the residual rule's
-        spreads (residual_rule), then the likelihood gate's statistics (likelihood_gate)."""
+        stuck_rule), then each feature's repeats so far, longest run before the current one and the
+        value of its last improbable spell, and the pairs of events seen (stuck_rule), then each
+        feature's two CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then
+        the residual rule's spreads (residual_rule), then the likelihood gate's statistics
+        (likelihood_gate)."""
         n = len(self.names)
         return self.residual_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
 
@@ -223,7 +231,7 @@ class FeatureSpec:
     def _runs_end(self) -> int:
         """Where the statistics and run memory end (what ``_normalise_runs`` keeps)."""
         n = len(self.names)
-        return self._stats_size + (2 * n if self._tracks_runs else 0) + (2 * n + 1 if self.stuck_rule else 0)
+        return self._stats_size + (2 * n if self._tracks_runs else 0) + (3 * n + 1 if self.stuck_rule else 0)
 
     @property
     def gate_slice(self) -> slice:
@@ -313,7 +321,7 @@ class FeatureSpec:
             return self._normalise_stats(targets, norms)
         n = len(self.names)
         values = targets[:, :n]
-        last, previous_run, repeats, longest, pairs = self._run_memory(norms)
+        last, previous_run, repeats, longest, held, pairs = self._run_memory(norms)
         repeat = (previous_run > 0) & (values == last)  # run 0: no value yet
         run = np.where(repeat, previous_run + 1.0, 1.0)
         full = targets
@@ -323,7 +331,24 @@ class FeatureSpec:
         memory = [new_stats, values, run]
         if self.stuck_rule:
             paired = previous_run[:, :1] > 0  # a value before this one: a new pair
-            memory += [repeats + repeat, np.where(repeat, longest, np.maximum(longest, previous_run)), pairs + paired]
+            # A spell that has just ended becomes the stream's habit (the record a later spell must
+            # outlast) if it was plausible at the stream's repeat rate before it, or if the stream
+            # has held this very value in an improbable spell before — or the value is 0, an idle
+            # reading (a disk writing nothing, a count at night): the stream resting, not frozen.
+            # Otherwise it was an incident — a reading frozen — and must not hide the next one.
+            ended = ~repeat & (previous_run > 1)
+            spell = np.maximum(previous_run - 1.0, 0.0)
+            rate = (repeats - spell + 1.0) / (pairs - spell + 2.0)
+            plausible = rate**spell >= _STUCK_HABIT_CHANCE
+            again = last == held  # held starts at 0
+            record = ended & (plausible | again)
+            incident = ended & ~plausible & ~again
+            memory += [
+                repeats + repeat,
+                np.where(record, np.maximum(longest, previous_run), longest),
+                np.where(incident, last, held),
+                pairs + paired,
+            ]
         return y, center, scale, np.concatenate(memory, axis=1)
 
     def stuck_probabilities(self, norms: np.ndarray, warmup: int) -> np.ndarray:
@@ -348,7 +373,7 @@ class FeatureSpec:
         """
         if not self.stuck_rule:
             return np.ones(len(norms))
-        _, run, repeats, longest, pairs = self._run_memory(norms)
+        _, run, repeats, longest, _, pairs = self._run_memory(norms)
         repeating = run > 1
         # The rate before this event's pair: take it back out.
         rate = (repeats - repeating + 1.0) / (pairs - 1.0 + 2.0)
@@ -358,10 +383,11 @@ class FeatureSpec:
 
     def _run_memory(self, norms: np.ndarray) -> tuple[np.ndarray, ...]:
         """Views of the run-tracking part of streams' memories (B, norm_size): each feature's last
-        value and run, then (stuck_rule; empty otherwise) its repeats and longest earlier run, and
-        the pairs seen. The one place that knows their offsets."""
+        value and run, then (stuck_rule; empty otherwise) its repeats, longest earlier run and the
+        value of its last improbable spell, and the pairs seen. The one place that knows their
+        offsets."""
         n, start = len(self.names), self._stats_size
-        widths = (n, n, n, n, 1)  # last, run, repeats, longest, pairs
+        widths = (n, n, n, n, n, 1)  # last, run, repeats, longest, held, pairs
         ends = np.cumsum(widths) + start
         return tuple(norms[:, end - width : end] for width, end in zip(widths, ends, strict=True))
 

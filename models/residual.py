@@ -9,13 +9,15 @@ the rule rescales each residual by it, r = z / √mean, and the calibration turn
 of an event into a tail probability (``Calibration.residual``). An alert's explanation gives each
 feature's r as ``z_stream`` beside the model's ``z``.
 
-Memory per stream: the events seen, then one mean per feature (``residual_size``). The mean is
-robust: one reading moves it by at most _CAP² times itself, so an incident does not teach the
-stream that it is noisy.
+Memory per stream: one mean per feature (``residual_size``); how many events the stream has seen
+comes from its running statistics. The mean is robust: one reading moves it by at most _CAP²
+times itself, so an incident does not teach the stream that it is noisy.
 
 >>> memory, rng = np.zeros((1, residual_size(1))), np.random.default_rng(0)
->>> quiet = [float(advance_residual(memory, np.array([[0.3 * rng.normal()]]))[0, 0]) for _ in range(200)]
->>> max(quiet) < 4.0, round(float(advance_residual(memory, np.array([[2.0]]))[0, 0]), 1)  # z 2: r ~7
+>>> def step(z, seen):
+...     return float(advance_residual(memory, np.array([[z]]), np.array([float(seen)]))[0, 0])
+>>> quiet = [step(0.3 * rng.normal(), seen) for seen in range(200)]
+>>> max(quiet) < 4.0, round(step(2.0, 200), 1)  # z 2 in a stream whose residuals run at 0.3: r ~7
 (True, 6.9)
 """
 
@@ -34,21 +36,19 @@ _CAP = 4.0
 
 def residual_size(features: int) -> int:
     """Floats of stream memory the rule keeps for ``features`` values."""
-    return 1 + features
+    return features
 
 
-def advance_residual(memory: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """One event for each of several streams: ``memory`` (B, residual_size) is updated in place
-    with the whitened residuals ``z`` (B, features). Returns each residual against its stream's
-    spread before it, r (B, features; 0 while the stream has seen fewer than RESIDUAL_HISTORY)."""
-    count, spread = memory[:, 0], memory[:, 1:]
+def advance_residual(spread: np.ndarray, z: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """One event for each of several streams: ``spread`` (B, residual_size) is updated in place
+    with the whitened residuals ``z`` (B, features); ``seen`` (B,) is how many events each stream
+    had seen before this one. Returns each residual against its stream's spread before it, r
+    (B, features; 0 while the stream has seen fewer than RESIDUAL_HISTORY)."""
     z = np.asarray(z, dtype=np.float64)
     square = z * z
-    learned = count >= RESIDUAL_HISTORY
-    r = np.where(learned[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
-    count += 1
-    weight = np.maximum(1.0 / count, _ALPHA)[:, None]
+    r = np.where((seen >= RESIDUAL_HISTORY)[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
+    weight = np.maximum(1.0 / (seen + 1.0), _ALPHA)[:, None]
     # A stream's first reading has no spread to be capped against: it is taken whole.
-    taught = np.where(count[:, None] > 1, np.minimum(square, _CAP * _CAP * spread), square)
+    taught = np.where(seen[:, None] > 0, np.minimum(square, _CAP * _CAP * spread), square)
     spread += weight * (taught - spread)
     return np.asarray(r)

@@ -512,6 +512,28 @@ def test_a_stuck_value_is_judged_by_the_streams_own_repeat_rate() -> None:
     assert repeats <= 5, repeats
 
 
+def test_a_frozen_reading_does_not_hide_the_next_but_a_value_held_twice_is_a_habit() -> None:
+    """The stuck rule flags a spell longer than any the stream has shown. A spell improbable at the
+    stream's repeat rate (a reading frozen) is an incident, not the stream's habit: a later, shorter
+    freeze at another value is flagged too. A value held in improbable spells twice (an idle disk
+    at 0) is a habit from then on."""
+    spec = FeatureSpec("demo", ("v",), ("identity",), stream_norm=True, stuck_rule=True)
+    rng = np.random.default_rng(19)
+    values = list(np.round(rng.normal(50, 2, 1500), 4))
+    spells = {300: 40, 600: 20, 900: 25, 1100: 25, 1300: 25}  # start: length
+    for start, length in spells.items():
+        held = 0.0 if start >= 900 else values[start - 1]
+        values[start : start + length] = [held] * length
+    norm, chances = spec.new_norm()[None, :], []
+    for v in values:
+        norm = spec.normalise_batch(np.array([[float(v), 300.0]]), norm)[3]
+        chances.append(float(spec.stuck_probabilities(norm, warmup=10)[0]))
+    lowest = {start: min(chances[start : start + length]) for start, length in spells.items()}
+    assert lowest[300] < 1e-20 and lowest[600] < 1e-20  # the second freeze, shorter, is seen
+    assert lowest[900] < 1e-20 and lowest[1100] < 1e-20  # 0 held improbably once: not yet a habit
+    assert lowest[1300] == 1.0  # held twice: the stream's habit
+
+
 def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() -> None:
     """Series noisier in their tails than the training data (Student t, 2.5 degrees of freedom):
     the calibration alone alerts on them again and again; with the gate, only where the stream's
@@ -554,11 +576,11 @@ def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> Non
         residual_rule=True,
         likelihood_gate=True,
     )
-    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (2 * 2 + 1) + 4 * 2 + (1 + 2) + (5 + 2 * 2)
+    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (3 * 2 + 1) + 4 * 2 + 2 + (5 + 2 * 2)
     rng = np.random.default_rng(14)
     norms = spec.new_norm()[None, :]
     norms[0, spec.gate_slice] = marker = np.arange(9.0) + 0.5
-    norms[0, spec.residual_slice] = residual_marker = -np.arange(3.0) - 0.5
+    norms[0, spec.residual_slice] = residual_marker = -np.arange(2.0) - 0.5
     chances = []
     for t in range(60):
         b = 7.0 if t >= 50 else float(rng.normal())

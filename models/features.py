@@ -39,6 +39,8 @@ _Z_CLIP = 50.0
 _GAP_SCALE_FLOOR = 0.25
 # A feature that has shown one value this many events in a row is stuck (stuck_targets).
 STUCK_RUN = 3
+# The run memory's parts (FeatureSpec._run_memory), in order.
+_RUN_PARTS = ("last", "run", "repeats", "longest", "held", "pairs")
 # A spell of repeats less likely than this at its stream's repeat rate is an incident, not a habit:
 # it does not raise the record later spells must outlast (FeatureSpec.stuck_rule). Synthetic
 # flatlines come out below 1e-20; real series' idle spells (NAB's disks and tweet counts at 0)
@@ -230,8 +232,15 @@ class FeatureSpec:
     @property
     def _runs_end(self) -> int:
         """Where the statistics and run memory end (what ``_normalise_runs`` keeps)."""
+        return self._stats_size + sum(self._run_widths)
+
+    @property
+    def _run_widths(self) -> tuple[int, ...]:
+        """The widths of the run memory's parts this spec keeps, in _RUN_PARTS' order: each
+        feature's last value and run (stuck_targets, stuck_rule), then its repeats, longest earlier
+        run and the value of its last improbable spell, and the pairs seen (stuck_rule)."""
         n = len(self.names)
-        return self._stats_size + (2 * n if self._tracks_runs else 0) + (3 * n + 1 if self.stuck_rule else 0)
+        return ((n, n) if self._tracks_runs else ()) + ((n, n, n, 1) if self.stuck_rule else ())
 
     @property
     def gate_slice(self) -> slice:
@@ -382,14 +391,13 @@ class FeatureSpec:
         return np.minimum(1.0, chance.min(axis=1) * len(self.names))
 
     def _run_memory(self, norms: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Views of the run-tracking part of streams' memories (B, norm_size): each feature's last
-        value and run, then (stuck_rule; empty otherwise) its repeats, longest earlier run and the
-        value of its last improbable spell, and the pairs seen. The one place that knows their
-        offsets."""
-        n, start = len(self.names), self._stats_size
-        widths = (n, n, n, n, n, 1)  # last, run, repeats, longest, held, pairs
-        ends = np.cumsum(widths) + start
-        return tuple(norms[:, end - width : end] for width, end in zip(widths, ends, strict=True))
+        """Views of the run-tracking part of streams' memories (B, norm_size), one per _RUN_PARTS
+        (empty for the parts the spec does not keep). With ``_run_widths``, the one place that
+        knows their offsets."""
+        widths = self._run_widths
+        ends = np.cumsum(widths, dtype=int) + self._stats_size
+        views = tuple(norms[:, end - width : end] for width, end in zip(widths, ends, strict=True))
+        return views + (norms[:, :0],) * (len(_RUN_PARTS) - len(views))
 
     def _normalise_stats(
         self, targets: np.ndarray, norms: np.ndarray

@@ -234,6 +234,7 @@ class Calibration:
         gate_open: bool = False,
         level: float = 1.0,
         residual: float = 1.0,
+        residual_tame: bool = False,
     ) -> Decision:
         """Advance a stream's episode with a calibrated score (mutates ``state``). ``stuck``: the
         chance of the run of repeats this event extends (FeatureSpec.stuck_probabilities);
@@ -241,7 +242,8 @@ class Calibration:
         holds back an anomalous score or sustained lift its stream's own history does not back;
         ``level``: the tail of its stream's level-shift sums (FeatureSpec.level_probabilities);
         ``residual``: the chance of its residual against its stream's own (residual_probabilities),
-        gated like the score."""
+        gated like the score unless ``residual_tame`` (its stream's residual tail has proven light,
+        models.residual)."""
         warm = state.count >= self.warmup
         rule: Rule = "score"
         if warm and math.isfinite(self.sustain_h) and probability >= self.far:
@@ -251,9 +253,11 @@ class Calibration:
                 # A sustained lift counts as one event that improbable.
                 probability = min(probability, self.far * math.exp(-(lift - self.sustain_h)))
                 rule = "sustained"
-        if residual < probability:
+        if residual < probability and not residual_tame:
             probability, rule = residual, "residual"
         probability = gate_probability(probability, gate_z, gate_open, self.far)
+        if residual < probability and residual_tame:
+            probability, rule = residual, "residual"
         if stuck < probability:
             probability, rule = stuck, "stuck"
         if level / _LEVEL_SHARE < probability:
@@ -290,6 +294,7 @@ class Calibration:
         gate_open: np.ndarray | None = None,
         level: np.ndarray | None = None,
         residual: np.ndarray | None = None,
+        residual_tame: np.ndarray | None = None,
     ) -> BatchDecision:
         """``advance`` for one event of each of several different streams, in arrays (mutates
         ``state``). The same arithmetic, element by element, as the scalar path."""
@@ -304,11 +309,16 @@ class Calibration:
             for i in np.flatnonzero(sustained):  # rare; math.exp, bit for bit the scalar path's
                 probability[i] = min(probability[i], self.far * math.exp(-(lift[i] - self.sustain_h)))
         by_residual = np.zeros(scores.shape, dtype=bool)
+        tame = np.zeros(scores.shape, dtype=bool) if residual_tame is None else residual_tame
         if residual is not None:
-            by_residual = residual < probability
+            by_residual = (residual < probability) & ~tame
             probability = np.where(by_residual, residual, probability)
         if gate_z is not None and gate_open is not None:
             probability = gate_probabilities(probability, gate_z, gate_open, self.far)
+        if residual is not None:
+            ungated = (residual < probability) & tame
+            by_residual |= ungated
+            probability = np.where(ungated, residual, probability)
         stuck = np.ones(scores.shape) if stuck is None else stuck
         by_stuck = stuck < probability
         probability = np.where(by_stuck, stuck, probability)

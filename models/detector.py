@@ -98,8 +98,10 @@ class BatchScores:
     gate_z: np.ndarray
     gate_open: np.ndarray
     # Per event and feature, the whitened residual against its stream's own spread (the residual
-    # rule, models.residual: 0 while the stream is young; no columns when the rule is off).
+    # rule, models.residual: 0 while the stream is young; no columns when the rule is off), and
+    # whether its stream was tame then (its residual rule ungated).
     stream_z: np.ndarray
+    residual_tame: np.ndarray
 
     @classmethod
     def of(
@@ -121,8 +123,10 @@ class BatchScores:
         stuck = np.ones(len(score)) if stuck is None else stuck
         level = np.ones(len(score)) if level is None else level
         gate_z, gate_open = np.full(len(score), np.inf), np.zeros(len(score), dtype=bool)
-        stream_z = np.zeros((len(score), 0))
-        return cls(score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open, stream_z)
+        stream_z, tame = np.zeros((len(score), 0)), np.zeros(len(score), dtype=bool)
+        return cls(
+            score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open, stream_z, tame
+        )
 
     @property
     def residual(self) -> np.ndarray:
@@ -298,7 +302,9 @@ class Detector:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
             for wave, index in enumerate(waves):
                 live = slice(0, len(index))
-                out.stream_z[index] = self._advance_residual(batch.norm[live], z[index], seen[live] + wave)
+                out.stream_z[index], out.residual_tame[index] = self._advance_residual(
+                    batch.norm[live], z[index], seen[live] + wave
+                )
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
             for index in waves:
@@ -337,6 +343,7 @@ class Detector:
                     out.gate_open[index],
                     out.level[index],
                     None if by_residual is None else by_residual[index],
+                    out.residual_tame[index],
                 ),
             )
             batch.episode.put(rows, episode)
@@ -361,7 +368,7 @@ class Detector:
         stuck, level = self._rule_chances(new_norms)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if self.spec.residual_rule:
-            out.stream_z = self._advance_residual(new_norms, z, norms[:, 0])
+            out.stream_z, out.residual_tame = self._advance_residual(new_norms, z, norms[:, 0])
         return out, h_new, new_norms
 
     def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -386,10 +393,11 @@ class Detector:
         results = self._decide_sequence(out, state.episode)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
 
-    def _advance_residual(self, memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    def _advance_residual(self, memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance the residual rule of streams whose memories are the rows of ``memory`` (updated in
         place) by one event each, from the model's whitened residuals ``z`` (the features' columns);
-        ``seen``: the events each stream had seen before it."""
+        ``seen``: the events each stream had seen before it. Returns r and whether each stream is
+        tame (models.residual.advance_residual)."""
         names = len(self.spec.names)
         return advance_residual(memory[:, self.spec.residual_slice], z[:, :names], np.asarray(seen, dtype=np.float64))
 
@@ -427,7 +435,9 @@ class Detector:
             row = last[None, :]
             out.stream_z = np.zeros((len(events), len(self.spec.names)))
             for i in range(len(events)):
-                out.stream_z[i : i + 1] = self._advance_residual(row, z[i : i + 1], state.norm[:1] + i)
+                out.stream_z[i : i + 1], out.residual_tame[i : i + 1] = self._advance_residual(
+                    row, z[i : i + 1], state.norm[:1] + i
+                )
         return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
@@ -462,6 +472,7 @@ class Detector:
                     bool(out.gate_open[i]),
                     float(out.level[i]),
                     1.0 if by_residual is None else float(by_residual[i]),
+                    bool(out.residual_tame[i]),
                 )
             )
         return decisions

@@ -20,12 +20,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import models.residual
 from models.artifacts import ModelError, load_detector, save_detector, shipped_model_dir
 from models.calibration import Calibration, EpisodeArrays, EpisodeState
 from models.detector import GATE, Detector, Scored, StateBatch, StreamState
 from models.evaluate import ScoredEvent, average_precision, evaluate
 from models.features import DEFAULT_SPECS, FLAG_LOG_SCALE_MIN, FeatureSpec
 from models.gru import GRUDetector
+from models.residual import RESIDUAL_HISTORY, TAIL_HISTORY
 from models.scorer import LOG_SCALE_MIN
 from models.train import TrainConfig, train_detector
 from producers.generic import GenericGenerator
@@ -344,9 +346,10 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
         gate_open = scores % 11 < 2
         level = np.where(scores % 13 < 1, 1e-7, 1.0)
         residual = np.where(scores % 3 < 0.5, 1e-4 * scores % 1, 1.0)
+        tame = scores % 2 < 1
         batch = arrays.take(live)
         probability = cal.probabilities(scores - cal.shifts(batch))
-        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open, level, residual)
+        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open, level, residual, tame)
         arrays.put(live, batch)
         for j, i in enumerate(live):
             score = float(scores[j])
@@ -359,6 +362,7 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
                 gate_open[j],
                 level[j],
                 residual[j],
+                bool(tame[j]),
             )
             assert got.decision(j) == want
             assert arrays.row(i) == scalar[i]
@@ -556,6 +560,8 @@ def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() ->
         alerts_with += sum(r.alert for r in with_gate[learned])
         alerts_without += sum(r.alert for r in without[learned])
         assert with_gate[3500].alert
+        # Heavy tails do not leave a stream tame: its residual rule stays gated (models.residual).
+        assert not gated.sequence_scores(events).residual_tame[learned].any()
         # Until the stream has a history the gate lets the calibration decide alone.
         assert [r.anomalous for r in with_gate[: GATE.learning]] == [r.anomalous for r in without[: GATE.learning]]
     assert alerts_without >= 30 and alerts_with <= alerts_without * 2 / 3, (alerts_with, alerts_without)
@@ -576,11 +582,11 @@ def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> Non
         residual_rule=True,
         likelihood_gate=True,
     )
-    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (3 * 2 + 1) + 4 * 2 + 2 + (5 + 2 * 2)
+    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (3 * 2 + 1) + 4 * 2 + 2 * 2 + (5 + 2 * 2)
     rng = np.random.default_rng(14)
     norms = spec.new_norm()[None, :]
     norms[0, spec.gate_slice] = marker = np.arange(9.0) + 0.5
-    norms[0, spec.residual_slice] = residual_marker = -np.arange(2.0) - 0.5
+    norms[0, spec.residual_slice] = residual_marker = -np.arange(4.0) - 0.5
     chances = []
     for t in range(60):
         b = 7.0 if t >= 50 else float(rng.normal())
@@ -697,3 +703,24 @@ def test_the_residual_rule_judges_a_residual_against_the_streams_own_spread() ->
     assert not scores.residual[:50].any()  # no word before the stream has a history
     value = next(item for item in with_rule[450].explanation or [] if item["feature"] == "value")
     assert value["z_stream"] == round(float(scores.stream_z[450, 0]), 2) and value["z"] < value["z_stream"]
+
+
+def test_a_stream_with_light_residual_tails_is_not_held_back_by_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same steady daily cycle as above, with the likelihood gate on and the spike after the
+    stream's 288th reading: one extreme residual moves the stream's recent surprise too little for
+    the gate, which held such spikes back. The stream's residuals have stayed Gaussian-like, so it
+    is tame and its residual rule ungated: the spike is flagged ("residual"), and nothing else. Made
+    never tame, the stream's spike is held back again."""
+    detector = shipped("generic")
+    assert detector.spec.likelihood_gate and detector.spec.residual_rule
+    rng = np.random.default_rng(18)
+    hours = np.arange(1000) * 5 / 60
+    values = 100 + 10 * np.sin(2 * np.pi * hours / 24) + 0.3 * rng.normal(size=1000)
+    values[800] += 12 * 0.3
+    events = [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
+    scores = detector.sequence_scores(events)
+    assert not scores.residual_tame[: RESIDUAL_HISTORY + TAIL_HISTORY].any() and scores.residual_tame[800]
+    results, _ = detector.score_sequence(events)
+    assert [(i, r.rule) for i, r in enumerate(results) if r.anomalous] == [(800, "residual")]
+    monkeypatch.setattr(models.residual, "TAME_TAIL", 0.0)
+    assert not any(r.anomalous for r in detector.score_sequence(events)[0])

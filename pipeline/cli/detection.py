@@ -33,6 +33,13 @@ from pipeline.settings import KINDS
     show_default=True,
     help="Stop after this many epochs without a better validation loss.",
 )
+@click.option(
+    "--lr-decay",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply the learning rate by this after each epoch without a better validation loss.",
+)
 @click.option("--hidden", type=click.IntRange(min=4), default=64, show_default=True)
 @click.option(
     "--far",
@@ -57,6 +64,7 @@ def train(
     out_dir: Path,
     epochs: int,
     patience: int,
+    lr_decay: float,
     hidden: int,
     far: float,
     val_fraction: float,
@@ -83,6 +91,7 @@ def train(
         hidden=hidden,
         epochs=epochs,
         patience=patience,
+        lr_decay=lr_decay,
         far=far,
         val_fraction=val_fraction,
         seed=seed,

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import subprocess
 import sys
 from collections import defaultdict
@@ -402,6 +403,25 @@ def test_training_is_deterministic_per_seed() -> None:
     for (name, pa), (_, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), name
     assert a.calibration == b.calibration
+
+
+def test_the_learning_rate_decays_after_each_epoch_without_a_better_validation_loss() -> None:
+    """A learning rate far too high overshoots: some epochs do not improve, and each of them
+    multiplies the rate by lr_decay for the next; an improving epoch leaves it alone."""
+    data: dict[str, list] = defaultdict(list)
+    for e in NetworkGenerator(keys=10, seed=5).events(1500):
+        data[e["key"]].append((e["ts"], e["values"], e["label"]))
+    config = TrainConfig(hidden=8, epochs=8, patience=8, lr=0.3, lr_decay=0.5, seed=3)
+    _, report = train_detector(copy.deepcopy(DEFAULT_SPECS["network"]), data, config)
+    history = report["history"]
+    assert history[0]["lr"] == 0.3
+    best, decays = math.inf, 0
+    for before, after in itertools.pairwise(history):
+        improved = before["val_nll"] < best - 1e-4
+        best = min(best, before["val_nll"]) if improved else best
+        assert after["lr"] == (before["lr"] if improved else before["lr"] * 0.5), (before, after)
+        decays += not improved
+    assert decays >= 1
 
 
 def test_metrics_on_a_known_example() -> None:

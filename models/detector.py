@@ -235,7 +235,9 @@ class Detector:
         norms = np.stack([s.norm for s in states])
         out, h_new, new_norms = self._forward(h, last, norms, ts, values)
         if self.spec.likelihood_gate:
-            out.gate_z, out.gate_open = self._advance_gate(new_norms, out.surprise, self.spec.transform_values(values))
+            out.gate_z, out.gate_open = self._advance_gate(
+                new_norms, out.surprise, self.spec.transform_values(values), norms[:, 0]
+            )
         chances = self._chances(out)
         # Each stream has one event here: its run is that event alone.
         results = [
@@ -283,8 +285,9 @@ class Detector:
         spec = self.spec
         cal = self.calibration
         stuck, level = np.ones(len(ts)), np.ones(len(ts))
-        # Events each stream had seen (stream_norm's count): the residual rule's, wave by wave.
-        seen = batch.norm[:, 0].copy() if spec.residual_rule else np.zeros(len(batch))
+        # Events each stream had seen (stream_norm's count): the residual rule's and the gate's,
+        # wave by wave.
+        seen = batch.norm[:, 0].copy() if spec.stream_norm else np.zeros(len(batch))
         if spec.sequential_norm:
             n_targets = spec.n_targets
             y, center, scale = (np.empty((len(ts), n_targets)) for _ in range(3))
@@ -307,9 +310,10 @@ class Detector:
                 )
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
-            for index in waves:
+            for wave, index in enumerate(waves):
+                live = slice(0, len(index))
                 out.gate_z[index], out.gate_open[index] = self._advance_gate(
-                    batch.norm[: len(index)], out.surprise[index], targets[index, :n]
+                    batch.norm[live], out.surprise[index], targets[index, :n], seen[live] + wave
                 )
 
         chances = self._chances(out)
@@ -389,7 +393,7 @@ class Detector:
             row = norm[None, :]
             for i in range(len(events)):
                 at = slice(i, i + 1)
-                out.gate_z[at], out.gate_open[at] = self._advance_gate(row, out.surprise[at], x[at])
+                out.gate_z[at], out.gate_open[at] = self._advance_gate(row, out.surprise[at], x[at], state.norm[:1] + i)
         results = self._decide_sequence(out, state.episode)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
 
@@ -408,11 +412,13 @@ class Detector:
         return cal.term_probabilities(out.terms), cal.residual_probabilities(out.residual)
 
     def _advance_gate(
-        self, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray
+        self, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray, seen: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the likelihood gate of streams whose memories are the rows of ``memory`` (updated
-        in place) by one event each; returns its z and open flags (models.likelihood.advance_gate)."""
-        return advance_gate(GATE, memory[:, self.spec.gate_slice], surprise, values)  # a view: in place
+        in place) by one event each; ``seen``: the events each stream had seen before it. Returns
+        its z and open flags (models.likelihood.advance_gate)."""
+        gate = memory[:, self.spec.gate_slice]  # a view: in place
+        return advance_gate(GATE, gate, surprise, values, np.asarray(seen, dtype=np.float64))
 
     def sequence_scores(self, events: Sequence[tuple[int, Mapping[str, float]]]) -> BatchScores:
         """One stream's scores and per-feature terms from a fresh state, before calibration (what

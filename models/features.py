@@ -142,6 +142,8 @@ class FeatureSpec:
             raise ValueError("the level rule needs per-stream statistics (stream_norm)")
         if self.residual_rule and not self.stream_norm:
             raise ValueError("the residual rule needs per-stream statistics (stream_norm)")
+        if self.likelihood_gate and not self.stream_norm:
+            raise ValueError("the likelihood gate needs per-stream statistics (stream_norm)")
 
     @property
     def n_targets(self) -> int:

@@ -108,9 +108,11 @@ class AnomalyLikelihood:
 
 # The likelihood as a gate on a detector's per-event decisions (FeatureSpec.likelihood_gate): the
 # same statistics as ``AnomalyLikelihood.update``, for many streams at once, kept in a row of
-# floats of each stream's memory — count, short, mean, var, the last event outside the range
-# (plus one; 0 for none), then the per-feature low and high (meaningful once count > 0).
-GATE_FIELDS = 5
+# floats of each stream's memory — short, mean, var, the last event outside the range (plus one;
+# 0 for none), then the per-feature low and high (meaningful once the stream has seen an event).
+# How many events each stream has seen is the caller's (a detector's running statistics count
+# them already).
+GATE_FIELDS = 4
 
 
 def gate_size(features: int) -> int:
@@ -119,16 +121,18 @@ def gate_size(features: int) -> int:
 
 
 def advance_gate(
-    likelihood: AnomalyLikelihood, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray
+    likelihood: AnomalyLikelihood, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray, seen: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One event for each of several streams: ``memory`` (B, gate_size) is updated in place.
+    """One event for each of several streams: ``memory`` (B, gate_size) is updated in place;
+    ``seen`` (B,) is how many events each stream had seen before this one.
 
     Returns, per event, the z of its stream's recent surprise against the stream's history, and
     whether the gate is open regardless of z: a value outside every value the stream has shown
     (once per excursion, as ``update``). z is +inf while the stream is learning: the gate lets
     every decision through until the stream has a history to be unusual against."""
     n = values.shape[1]
-    count, short, mean, var, outside_at = (memory[:, k] for k in range(GATE_FIELDS))
+    count = np.asarray(seen, dtype=np.float64)
+    short, mean, var, outside_at = (memory[:, k] for k in range(GATE_FIELDS))
     low, high = memory[:, GATE_FIELDS : GATE_FIELDS + n], memory[:, GATE_FIELDS + n :]
     first = count == 0
     short[:] = np.where(first, surprise, short + likelihood.short_alpha * (surprise - short))
@@ -141,8 +145,7 @@ def advance_gate(
         # outside_at holds the last such event's count plus one: 0 is "none yet".
         opened = outside & ((outside_at == 0) | (count - (outside_at - 1) > likelihood.spatial_quiet))
         outside_at[:] = np.where(outside, count + 1, outside_at)
-    count += 1
-    weight = np.maximum(1.0 / count, likelihood.long_alpha)
+    weight = np.maximum(1.0 / (count + 1.0), likelihood.long_alpha)
     delta = short - mean
     mean += weight * delta
     var[:] = (1.0 - weight) * (var + weight * delta * delta)

@@ -92,7 +92,7 @@ def test_the_gate_keeps_the_likelihoods_statistics_for_many_streams_at_once(
     memory = np.zeros((streams, gate_size(2)))
     states = [lk.new_state(2) for _ in range(streams)]
     for t in range(150):
-        z, opened = advance_gate(lk, memory, surprise[:, t], values[:, t])
+        z, opened = advance_gate(lk, memory, surprise[:, t], values[:, t], np.full(streams, float(t)))
         for i, state in enumerate(states):
             score = lk.update(float(surprise[i, t]), values[i, t], state)
             if t < learning:

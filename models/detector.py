@@ -306,7 +306,7 @@ class Detector:
             for wave, index in enumerate(waves):
                 live = slice(0, len(index))
                 out.stream_z[index], out.residual_tame[index] = self._advance_residual(
-                    batch.norm[live], z[index], seen[live] + wave
+                    batch.norm[live], z[index], scale[index], seen[live] + wave
                 )
         if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
             n = len(spec.names)
@@ -372,7 +372,7 @@ class Detector:
         stuck, level = self._rule_chances(new_norms)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if self.spec.residual_rule:
-            out.stream_z, out.residual_tame = self._advance_residual(new_norms, z, norms[:, 0])
+            out.stream_z, out.residual_tame = self._advance_residual(new_norms, z, scale, norms[:, 0])
         return out, h_new, new_norms
 
     def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -397,13 +397,20 @@ class Detector:
         results = self._decide_sequence(out, state.episode)
         return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
 
-    def _advance_residual(self, memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _advance_residual(
+        self, memory: np.ndarray, z: np.ndarray, scale: np.ndarray, seen: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the residual rule of streams whose memories are the rows of ``memory`` (updated in
-        place) by one event each, from the model's whitened residuals ``z`` (the features' columns);
-        ``seen``: the events each stream had seen before it. Returns r and whether each stream is
-        tame (models.residual.advance_residual)."""
+        place) by one event each, from the model's whitened residuals ``z`` and the scales their
+        values were normalised by; ``seen``: the events each stream had seen before it. Returns r
+        and whether each stream is tame (models.residual.advance_residual).
+
+        The rule takes each residual in its stream's own units (z times the scale): a stream's
+        running scale swells during an incident (a drift's ramp, a shift), and in z the reading
+        that ends it would shrink with it."""
         names = len(self.spec.names)
-        return advance_residual(memory[:, self.spec.residual_slice], z[:, :names], np.asarray(seen, dtype=np.float64))
+        residual = z[:, :names].astype(np.float64) * scale[:, :names]
+        return advance_residual(memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64))
 
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
@@ -442,7 +449,7 @@ class Detector:
             out.stream_z = np.zeros((len(events), len(self.spec.names)))
             for i in range(len(events)):
                 out.stream_z[i : i + 1], out.residual_tame[i : i + 1] = self._advance_residual(
-                    row, z[i : i + 1], state.norm[:1] + i
+                    row, z[i : i + 1], scale[i : i + 1], state.norm[:1] + i
                 )
         return out, h_last, last
 

@@ -7,7 +7,9 @@ that stream stay under a threshold set for all streams. Per stream and feature, 
 weighted mean of the squared whitened residual z² measures the spread the stream really shows;
 the rule rescales each residual by it, r = z / √mean, and the calibration turns the largest |r|
 of an event into a tail probability (``Calibration.residual``). An alert's explanation gives each
-feature's r as ``z_stream`` beside the model's ``z``.
+feature's r as ``z_stream`` beside the model's ``z``. (The detector gives z in the stream's own
+units, times the scale it normalised the value by: that scale swells during an incident, and
+would shrink the residual of the reading that ends it.)
 
 The likelihood gate holds the rule back on streams whose residuals have heavy tails (real series:
 an extreme r is habitual there). A stream whose tail has proven light needs no such guard: an

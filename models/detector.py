@@ -303,18 +303,19 @@ class Detector:
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if spec.residual_rule:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
-            for wave, index in enumerate(waves):
-                live = slice(0, len(index))
-                out.stream_z[index], out.residual_tame[index] = self._advance_residual(
-                    batch.norm[live], z[index], scale[index], seen[live] + wave
-                )
-        if spec.likelihood_gate:  # what it says of an event depends on the stream's earlier events
+        if spec.residual_rule or spec.likelihood_gate:
+            # What they say of an event depends on the stream's earlier events: wave by wave.
             n = len(spec.names)
             for wave, index in enumerate(waves):
-                live = slice(0, len(index))
-                out.gate_z[index], out.gate_open[index] = self._advance_gate(
-                    batch.norm[live], out.surprise[index], targets[index, :n], seen[live] + wave
-                )
+                memory, count = batch.norm[: len(index)], seen[: len(index)] + wave
+                if spec.residual_rule:
+                    out.stream_z[index], out.residual_tame[index] = self._advance_residual(
+                        memory, z[index], scale[index], count
+                    )
+                if spec.likelihood_gate:
+                    out.gate_z[index], out.gate_open[index] = self._advance_gate(
+                        memory, out.surprise[index], targets[index, :n], count
+                    )
 
         chances = self._chances(out)
         by_term, by_residual = chances

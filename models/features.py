@@ -119,16 +119,18 @@ class FeatureSpec:
     # every one the stream has shown. For kinds whose streams differ in how predictable they are
     # (real metrics: the calibration's false-alarm rate holds on the training data, not on them).
     # The detector advances them after each step; the spec only keeps their place in the memory.
+    # Needs stream_norm (whose count it reads).
     likelihood_gate: bool = False
     # A decision rule for slow changes of level: a drift or a shift the GRU follows step by step
     # (``level_probabilities``), in streams whose values are independent noise about a level.
     # Needs stream_norm. Costs four floats per feature of stream state.
     level_rule: bool = False
-    # A decision rule on the model's residuals: each feature's whitened residual rescaled by the
-    # spread of its own stream's residuals (models.residual), for kinds whose streams are steadier
-    # than the model's predicted spread says (a spike in a quiet stream, the steps of a drift).
+    # A decision rule on the model's residuals: each feature's residual rescaled by the spread of
+    # its own stream's residuals (models.residual), for kinds whose streams are steadier than the
+    # model's predicted spread says (a spike in a quiet stream, the steps of a drift).
     # The detector advances it after each step; the spec only keeps its place in the memory.
-    # Needs stream_norm (whose count it reads). Costs one float per feature of stream state.
+    # Needs stream_norm (whose count it reads). Costs two floats per feature of stream state (the
+    # spread, and the tail that makes a stream tame).
     residual_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
@@ -226,7 +228,7 @@ class FeatureSpec:
         stuck_rule), then each feature's repeats so far, longest run before the current one and the
         value of its last improbable spell, and the pairs of events seen (stuck_rule), then each
         feature's two CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then
-        the residual rule's spreads (residual_rule), then the likelihood gate's statistics
+        the residual rule's spreads and tails (residual_rule), then the likelihood gate's statistics
         (likelihood_gate)."""
         n = len(self.names)
         return self.residual_slice.stop + (gate_size(n) if self.likelihood_gate else 0)

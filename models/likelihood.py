@@ -99,7 +99,7 @@ class AnomalyLikelihood:
         # Log scale as Numenta's; a likelihood of 0 would give -4e-12: clamp to the unit interval.
         return min(1.0, max(0.0, math.log(1.0000000001 - likelihood) / _LOG_BASE))
 
-    def score_series(self, surprises: Sequence[float], values: np.ndarray) -> np.ndarray:
+    def score_series(self, surprises: Sequence[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
         """One stream, in order: ``values`` is (events, features)."""
         values = np.asarray(values, dtype=np.float64).reshape(len(surprises), -1)
         state = self.new_state(values.shape[1])

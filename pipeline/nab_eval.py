@@ -9,6 +9,11 @@ on every stream, which the raw surprise does not.
 Scored the same way, apart (``alerts``): the detector's own alerts, 1 where an episode opens and 0
 elsewhere — what a worker would page for on these series, at the model's threshold rather than
 the best one the sweep finds.
+
+And the baseline (``baseline``), measured in the same run: the same anomaly likelihood over a
+running z-score instead of the GRU's surprise — each value against its stream's running
+statistics, the ones the model's inputs are standardised by. What the model adds on NAB is the
+gap between the two.
 """
 
 from __future__ import annotations
@@ -22,12 +27,18 @@ from typing import Any
 import numpy as np
 
 from models.detector import Detector
+from models.features import FeatureSpec
 from models.likelihood import AnomalyLikelihood
 from models.nab import corpus_scores, load_profiles, load_windows, parse_nab_time
 from pipeline.errors import InputFileError
 from producers.files import read_nab
 
-__all__ = ["NabFile", "NabRun", "run_nab"]
+__all__ = ["BASELINE", "NabFile", "NabRun", "run_nab", "running_z"]
+
+BASELINE = "running z-score"
+# Per-stream running statistics and nothing else: the standardisation the generic model's inputs
+# go through (FeatureSpec.stream_norm), without its rules.
+_RUNNING = FeatureSpec("baseline", ("value",), ("identity",), stream_norm=True)
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class NabFile:
     values: np.ndarray
     scores: np.ndarray
     alerts: np.ndarray
+    baseline: np.ndarray  # the baseline's NAB scores
 
 
 @dataclass(frozen=True)
@@ -89,11 +101,13 @@ def run_nab(
             values,
             likelihood.score_series([r.surprise for r in results], values),
             np.array([1.0 if r.alert else 0.0 for r in results]),
+            likelihood.score_series(running_z(values), values),
         )
         on_file(name, len(events))
     profiles = load_profiles(profiles_file)
     scores = corpus_scores({n: (f.timestamps, list(f.scores)) for n, f in scored.items()}, windows, profiles)
     paged = corpus_scores({n: (f.timestamps, list(f.alerts)) for n, f in scored.items()}, windows, profiles)
+    baseline = corpus_scores({n: (f.timestamps, list(f.baseline)) for n, f in scored.items()}, windows, profiles)
     result = {
         "model": detector.ident,
         "files": len(scored),
@@ -105,5 +119,21 @@ def run_nab(
             **{profile: round(v["score"], 2) for profile, v in paged.items()},
             "details": paged,
         },
+        "baseline": {
+            "detector": BASELINE,
+            **{profile: round(v["score"], 2) for profile, v in baseline.items()},
+            "details": baseline,
+        },
     }
     return NabRun(scored, {n: windows[n] for n in scored}, result)
+
+
+def running_z(values: np.ndarray) -> np.ndarray:
+    """|z| of each value against its stream's running statistics before it (0 for the first).
+
+    >>> [round(float(z), 2) for z in running_z(np.array([1.0, 3.0, 2.0, 10.0]))]  # 50: the clip
+    [0.0, 50.0, 0.0, 9.8]
+    """
+    targets = np.stack([values, np.zeros(len(values))], axis=1)  # the time gap: not judged here
+    y, _, _, _ = _RUNNING.normalise_sequence(targets, _RUNNING.new_norm())
+    return np.abs(y[:, 0])

@@ -110,10 +110,11 @@ def _plot_file(
 
 def _plot_leaderboard(result: dict[str, Any], published: dict[str, dict[str, float]], out: Path) -> None:
     ours = {f"gruwatch ({result['model']})": result["standard"], "gruwatch alerts": result["alerts"]["standard"]}
-    board = {name: scores["standard"] for name, scores in published.items()} | ours
+    baseline = {f"baseline: {result['baseline']['detector']}": result["baseline"]["standard"]}
+    board = {name: scores["standard"] for name, scores in published.items()} | ours | baseline
     names = sorted(board, key=lambda n: board[n])
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(names) + 1), dpi=100)
-    colours = ["#d62728" if n in ours else "#1f77b4" for n in names]
+    colours = ["#d62728" if n in ours else "#7f7f7f" if n in baseline else "#1f77b4" for n in names]
     ax.barh(names, [board[n] for n in names], color=colours)
     for y, n in enumerate(names):
         ax.text(board[n], y, f" {board[n]:.1f}", va="center", fontsize=8)
@@ -131,6 +132,9 @@ def _page(run: NabRun, published: dict[str, dict[str, float]], per_file: dict[st
         + "</tr>",
         "<tr class=ours><td>gruwatch alerts</td>"
         + "".join(f"<td>{result['alerts'][p]:.1f}</td>" for p in PROFILES)
+        + "</tr>",
+        f"<tr class=ours><td>baseline: {html.escape(result['baseline']['detector'])}</td>"
+        + "".join(f"<td>{result['baseline'][p]:.1f}</td>" for p in PROFILES)
         + "</tr>",
     ]
     for name, scores in sorted(published.items(), key=lambda item: -item[1]["standard"]):
@@ -171,7 +175,9 @@ tr.ours {{ background: #fde0dd; font-weight: bold; }}
 {standard["threshold"]:.4f}: {standard["windows_detected"]} of
 {standard["windows_detected"] + standard["windows_missed"]} windows detected,
 {standard["false_positives"]} detections outside windows.
-"gruwatch alerts" scores the worker's own alerts ({result["alerts"]["count"]:,} of them).</p>
+"gruwatch alerts" scores the worker's own alerts ({result["alerts"]["count"]:,} of them); the
+baseline, measured in the same run, is the same anomaly likelihood over a running z-score
+instead of the model's surprise.</p>
 <h2>Corpus scores</h2>
 <table><tr><th>detector</th>{"".join(f"<th>{p}</th>" for p in PROFILES)}</tr>
 {chr(10).join(rows)}

@@ -103,6 +103,15 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -
     paged = alerts["details"]["standard"]
     assert alerts["count"] >= paged["false_positives"] + paged["windows_detected"]
     assert alerts["standard"] >= 35 and alerts["count"] <= 1200
+    # The baseline from the same run: the same likelihood over a running z-score (measured 58.6 /
+    # 51.9 / 64.3, beside the model's 58.6 / 46.6 / 64.8), scored over the same windows.
+    baseline = report["baseline"]
+    assert baseline["detector"] == "running z-score"
+    for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
+        details = baseline["details"][profile]
+        assert details["windows_detected"] + details["windows_missed"] == 116
+        assert baseline[profile] == round(details["score"], 2) and baseline[profile] != report[profile]
+    assert baseline["standard"] >= 50
     # The page: every file's share of the standard score beside the published ones, and its timeline.
     standard = report["details"]["standard"]
     assert sum(standard["file_scores"].values()) == pytest.approx(standard["raw"], abs=1e-9)
@@ -112,6 +121,7 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -
     assert all((tmp_path / "report" / href).stat().st_size > 10_000 for href, _ in links)
     assert (tmp_path / "report" / "leaderboard.png").stat().st_size > 10_000
     assert f"<td>{report['standard']:.1f}</td>" in page and "<td>ARTime</td><td>74.9</td>" in page
+    assert f"<td>baseline: running z-score</td><td>{baseline['standard']:.1f}</td>" in page
     # Worst file against Numenta's first: its gap is the smallest.
     first = links[0][1]
     numenta = {

@@ -122,7 +122,9 @@ def test_the_gate_only_holds_back_what_the_streams_history_does_not_back() -> No
     assert one_by_one == list(gated)
 
 
-@pytest.mark.parametrize("module", ["models.likelihood", "models.features", "models.nab", "models.residual"])
+@pytest.mark.parametrize(
+    "module", ["models.likelihood", "models.features", "models.nab", "models.residual", "pipeline.nab_eval"]
+)
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

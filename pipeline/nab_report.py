@@ -142,6 +142,7 @@ def _page(run: NabRun, published: dict[str, dict[str, float]], per_file: dict[st
             f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{scores[p]:.1f}</td>" for p in PROFILES) + "</tr>"
         )
     standard = result["details"]["standard"]
+    baseline = result["baseline"]["details"]["standard"]
     compared = [d for d in COMPARED if d in per_file]
     reference = compared[0] if compared else None
 
@@ -157,6 +158,7 @@ def _page(run: NabRun, published: dict[str, dict[str, float]], per_file: dict[st
             f"<td>{detected}/{windows}</td>",
             f"<td>{false_positives}</td>",
             f"<td>{standard['file_scores'][name]:.2f}</td>",
+            f"<td>{baseline['file_scores'][name]:.2f}</td>",
             *(f"<td>{per_file[d].get(name, float('nan')):.2f}</td>" for d in compared),
         ]
         file_rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -185,9 +187,10 @@ instead of the model's surprise.</p>
 <img src="leaderboard.png" alt="standard profile scores">
 <h2>Per file (standard profile)</h2>
 <p>Each file's share of the raw score at the corpus threshold (a window detected early is worth
-up to 1, a missed one −1, a detection outside windows up to −0.11), beside the published
-detectors' shares{f", worst against {html.escape(reference)} first" if reference else ""}.</p>
-<table><tr><th>file</th><th>windows</th><th>outside</th><th>gruwatch</th>{compared_heads}</tr>
+up to 1, a missed one −1, a detection outside windows up to −0.11), beside the baseline's (at
+its own corpus threshold) and the published detectors'
+shares{f", worst against {html.escape(reference)} first" if reference else ""}.</p>
+<table><tr><th>file</th><th>windows</th><th>outside</th><th>gruwatch</th><th>baseline</th>{compared_heads}</tr>
 {chr(10).join(file_rows)}
 </table>
 </body></html>

@@ -7,8 +7,7 @@ little harder to predict does not alert forever. An event is anomalous when its 
 below the target false-alarm rate, or when the stream's recent scores (an exponentially weighted
 mean over ~5 events, each clipped at the threshold) sit above its long-run mean by more than
 normal streams ever do at that rate: slow faults (a drift, a stuck channel) make every event a
-little surprising and no single one alarming. Both wait for the stream's warm-up (an event 1e8
-times rarer than that rate does not: it needs no history). Two inputs
+little surprising and no single one alarming. Both wait for the stream's warm-up. Two inputs
 from a kind's per-stream memory, where its spec keeps them: the likelihood gate holds either back
 when the stream's own history does not find it unusual, the stuck rule flags an improbable
 run of repeats, and the level rule a level that has moved in a stream of independent noise.
@@ -63,10 +62,6 @@ _RECENT_ALPHA = 0.2
 _SUSTAIN_SHARE = 0.05
 # The level rule's share: its sums stay high for the length of a shift, so each flags many events.
 _LEVEL_SHARE = 0.1
-# During a stream's warm-up only an event this much rarer than the false-alarm rate is anomalous:
-# a spike of 18 sd at a stream's 9th reading (chance 1e-50) needs no history. On 300 normal
-# streams of seed 9 no event of a warm-up came under 2e-8 (10,000 times under this).
-_UNMISTAKABLE = 1e-8
 
 
 @dataclass
@@ -267,7 +262,7 @@ class Calibration:
             probability, rule = stuck, "stuck"
         if level / _LEVEL_SHARE < probability:
             probability, rule = level / _LEVEL_SHARE, "level"
-        anomalous = probability < (self.far if warm else self.far * _UNMISTAKABLE)
+        anomalous = warm and probability < self.far
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
         if anomalous:
@@ -330,7 +325,7 @@ class Calibration:
         level = np.ones(scores.shape) if level is None else level / _LEVEL_SHARE
         by_level = level < probability
         probability = np.where(by_level, level, probability)
-        anomalous = probability < np.where(warm, self.far, self.far * _UNMISTAKABLE)
+        anomalous = warm & (probability < self.far)
         # _track
         state.count += 1
         first = state.count == 1

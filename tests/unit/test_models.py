@@ -386,16 +386,11 @@ def test_an_outlier_in_one_feature_is_not_diluted_by_the_others() -> None:
     assert again.event_probabilities(total, event)[0] == cal.event_probabilities(total, event)[0]
 
 
-def test_warmup_holds_back_all_but_unmistakable_events() -> None:
-    """A young stream has no history to be judged against: during its warm-up an event under the
-    false-alarm rate is not anomalous, unless it is 1e8 times rarer still (a spike of 18 sd at a
-    stream's 9th reading)."""
+def test_no_alerts_during_warmup() -> None:
     cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-3, warmup=5)
-    assert 1e-11 < cal.probability(10.2) < 1e-5 and cal.probability(1000.0) < 1e-11
     state = EpisodeState()
-    assert not any(cal.decide(10.2, state).anomalous for _ in range(4))
+    assert not any(cal.decide(1000.0, state).anomalous for _ in range(5))
     assert cal.decide(1000.0, state).anomalous
-    assert cal.decide(10.2, state).anomalous  # warm now (its sixth event)
 
 
 def test_training_is_deterministic_per_seed() -> None:
@@ -665,23 +660,6 @@ def test_the_level_rule_stays_on_through_a_drift_in_counts() -> None:
         assert not any(r.alert for r in results[:800]), seed
         caught.append(any(r.anomalous and r.rule == "level" for r in results[800:863]))
     assert all(caught), caught
-
-
-def test_a_young_stream_alerts_only_on_an_unmistakable_reading() -> None:
-    """In its first ten readings a stream is in warm-up: a spike of 20 sd at its 8th reading is
-    flagged all the same, while no reading of 300 normal synthetic streams' warm-ups is."""
-    detector = shipped("generic")
-    ts = [1_767_225_600_000 + 300_000 * i for i in range(12)]
-    values = np.random.default_rng(16).normal(100, 2, 12)
-    values[7] = 140.0
-    results, _ = detector.score_sequence([(t, {"value": float(v)}) for t, v in zip(ts, values, strict=True)])
-    assert [i for i, r in enumerate(results) if r.alert] == [7]
-
-    streams: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
-    for e in GenericGenerator(keys=300, seed=17, anomaly_rate=0.0).events(30_000):  # 10 h or more
-        streams[e["key"]].append((e["ts"], e["values"]))
-    young = [r for events in streams.values() for r in detector.score_sequence(events[:10])[0]]
-    assert len(young) == 3000 and not any(r.anomalous for r in young)
 
 
 def test_a_missed_reading_is_not_an_incident() -> None:

@@ -107,25 +107,19 @@ def run_nab(
         )
         on_file(name, len(events))
     profiles = load_profiles(profiles_file)
-    scores = corpus_scores({n: (f.timestamps, list(f.scores)) for n, f in scored.items()}, windows, profiles)
-    paged = corpus_scores({n: (f.timestamps, list(f.alerts)) for n, f in scored.items()}, windows, profiles)
-    baseline = corpus_scores({n: (f.timestamps, list(f.baseline)) for n, f in scored.items()}, windows, profiles)
+
+    def summary(column: Callable[[NabFile], np.ndarray]) -> dict[str, Any]:
+        """One column of every file scored as NAB does: each profile's score and its details."""
+        details = corpus_scores({n: (f.timestamps, list(column(f))) for n, f in scored.items()}, windows, profiles)
+        return {**{profile: round(v["score"], 2) for profile, v in details.items()}, "details": details}
+
     result = {
         "model": detector.ident,
         "files": len(scored),
         "records": sum(len(f.timestamps) for f in scored.values()),
-        **{profile: round(v["score"], 2) for profile, v in scores.items()},
-        "details": scores,
-        "alerts": {
-            "count": int(sum(f.alerts.sum() for f in scored.values())),
-            **{profile: round(v["score"], 2) for profile, v in paged.items()},
-            "details": paged,
-        },
-        "baseline": {
-            "detector": BASELINE,
-            **{profile: round(v["score"], 2) for profile, v in baseline.items()},
-            "details": baseline,
-        },
+        **summary(lambda f: f.scores),
+        "alerts": {"count": int(sum(f.alerts.sum() for f in scored.values())), **summary(lambda f: f.alerts)},
+        "baseline": {"detector": BASELINE, **summary(lambda f: f.baseline)},
     }
     return NabRun(scored, {n: windows[n] for n in scored}, result)
 

@@ -71,8 +71,8 @@ LONG_KINDS := network sensor
 WIDE_KINDS := generic
 # A model's version is part of its streams' state keys. A new version for new weights, a new
 # calibration or a new meaning of the stream memory: a worker never reads a state an older
-# model wrote (generic 2: the residual rule's tail and the gate's count, same size as before).
-MODEL_VERSIONS := network=1 financial=1 sensor=1 generic=2
+# model wrote (generic 3: the residual rule counts excursions, one more float a value).
+MODEL_VERSIONS := network=1 financial=1 sensor=1 generic=3
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \

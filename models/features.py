@@ -234,8 +234,8 @@ class FeatureSpec:
         stuck_rule), then each feature's repeats so far, longest run before the current one and the
         value of its last improbable spell, and the pairs of events seen (stuck_rule), then each
         feature's two CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then
-        the residual rule's spreads and tails (residual_rule), then the likelihood gate's statistics
-        (likelihood_gate)."""
+        the residual rule's spreads, excursion counts and last excursions (residual_rule), then the
+        likelihood gate's statistics (likelihood_gate)."""
         n = len(self.names)
         return self.residual_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
 

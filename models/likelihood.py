@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,14 +46,12 @@ _LOG_BASE = math.log(1.0 - 0.9999999999)
 
 @dataclass
 class LikelihoodState:
+    """One stream's likelihood: the statistics ``advance_gate`` keeps (a row of ``memory``), the
+    events seen, and whether the last score was red."""
+
+    memory: np.ndarray  # (1, gate_size(features))
     count: int = 0
-    short: float = 0.0  # short-term average of surprise
-    mean: float = 0.0  # long-term mean and variance of that average
-    var: float = 0.0
     prev_red: bool = False
-    outside_at: int = -(10**9)  # the last event that was outside the range seen before it
-    low: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per-feature range seen so far
-    high: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass(frozen=True)
@@ -65,32 +63,19 @@ class AnomalyLikelihood:
     spatial_quiet: int = 20  # events inside the range before an excursion scores 1.0 again
 
     def new_state(self, features: int) -> LikelihoodState:
-        return LikelihoodState(low=np.full(features, np.inf), high=np.full(features, -np.inf))
+        return LikelihoodState(np.zeros((1, gate_size(features))))
 
     def update(self, surprise: float, values: Sequence[float] | np.ndarray, state: LikelihoodState) -> float:
         """Score one event of the stream (its surprise and raw feature values), then learn it."""
-        x = np.asarray(values, dtype=np.float64)
-        state.short = surprise if state.count == 0 else state.short + self.short_alpha * (surprise - state.short)
-        score = 0.5
-        if state.count >= self.learning:
-            score = self._score(state)
-            if self.spatial:  # before any value the span is infinite: nothing is out of range
-                span = state.high - state.low
-                if bool(np.any((x > state.high) | (x < state.low)) and np.all(np.isfinite(span))):
-                    if state.count - state.outside_at > self.spatial_quiet:
-                        score = 1.0
-                    state.outside_at = state.count
+        x = np.asarray(values, dtype=np.float64).reshape(1, -1)
+        z, opened = advance_gate(self, state.memory, np.array([float(surprise)]), x, np.array([float(state.count)]))
         state.count += 1
-        weight = max(1.0 / state.count, self.long_alpha)
-        delta = state.short - state.mean
-        state.mean += weight * delta
-        state.var = (1.0 - weight) * (state.var + weight * delta * delta)
-        state.low = np.minimum(state.low, x)
-        state.high = np.maximum(state.high, x)
-        return score
+        if state.count <= self.learning:
+            return 0.5
+        score = self._score(float(z[0]), state)
+        return 1.0 if opened[0] else score
 
-    def _score(self, state: LikelihoodState) -> float:
-        z = (state.short - state.mean) / math.sqrt(max(state.var, 1e-12))
+    def _score(self, z: float, state: LikelihoodState) -> float:
         likelihood = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
         red = likelihood >= _RED
         if red and state.prev_red:
@@ -106,12 +91,12 @@ class AnomalyLikelihood:
         return np.array([self.update(float(s), row, state) for s, row in zip(surprises, values, strict=True)])
 
 
-# The likelihood as a gate on a detector's per-event decisions (FeatureSpec.likelihood_gate): the
-# same statistics as ``AnomalyLikelihood.update``, for many streams at once, kept in a row of
-# floats of each stream's memory — short, mean, var, the last event outside the range (plus one;
-# 0 for none), then the per-feature low and high (meaningful once the stream has seen an event).
-# How many events each stream has seen is the caller's (a detector's running statistics count
-# them already).
+# The likelihood's statistics for many streams at once (``AnomalyLikelihood.update`` keeps one
+# stream's with them too), and the likelihood as a gate on a detector's per-event decisions
+# (FeatureSpec.likelihood_gate). Each stream's are a row of floats of its memory — short, mean,
+# var, the last event outside the range (plus one; 0 for none), then the per-feature low and high
+# (meaningful once the stream has seen an event). How many events each stream has seen is the
+# caller's (a detector's running statistics count them already).
 GATE_FIELDS = 4
 
 

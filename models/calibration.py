@@ -9,7 +9,8 @@ mean over ~5 events, each clipped at the threshold) sit above its long-run mean 
 normal streams ever do at that rate: slow faults (a drift, a stuck channel) make every event a
 little surprising and no single one alarming. Both wait for the stream's warm-up. Two inputs
 from a kind's per-stream memory, where its spec keeps them: the likelihood gate holds either back
-when the stream's own history does not find it unusual, the stuck rule flags an improbable
+when the stream's own history does not find it unusual (unless the stream is tame, its residuals
+light-tailed, and the event well under the rate), the stuck rule flags an improbable
 run of repeats, and the level rule a level that has moved in a stream of independent noise.
 Episodes turn runs of anomalous events into one alert: open → (update) → resolve after
 ``cooldown`` quiet events.
@@ -62,6 +63,11 @@ _RECENT_ALPHA = 0.2
 _SUSTAIN_SHARE = 0.05
 # The level rule's share: its sums stay high for the length of a shift, so each flags many events.
 _LEVEL_SHARE = 0.1
+# On a tame stream (models.residual: its residuals have proven light-tailed) the calibration's
+# rate holds, so the gate need not hold back an event the calibration finds this far under it.
+# Chosen on a development seed (9): at 1 (no margin) its short streams' alert precision fell from
+# 0.926 to 0.877, at 0.3 to 0.917; its long streams' recall rose from 0.871 to 0.894 and 0.886.
+_TAME_SHARE = 0.3
 
 
 @dataclass
@@ -243,7 +249,7 @@ class Calibration:
         ``level``: the tail of its stream's level-shift sums (FeatureSpec.level_probabilities);
         ``residual``: the chance of its residual against its stream's own (residual_probabilities),
         gated like the score unless ``residual_tame`` (its stream's residual tail has proven light,
-        models.residual)."""
+        models.residual; then a score or lift under _TAME_SHARE of the rate passes the gate too)."""
         warm = state.count >= self.warmup
         rule: Rule = "score"
         if warm and math.isfinite(self.sustain_h) and probability >= self.far:
@@ -255,7 +261,8 @@ class Calibration:
                 rule = "sustained"
         if residual < probability and not residual_tame:
             probability, rule = residual, "residual"
-        probability = gate_probability(probability, gate_z, gate_open, self.far)
+        if not (residual_tame and probability < self.far * _TAME_SHARE):
+            probability = gate_probability(probability, gate_z, gate_open, self.far)
         if residual < probability and residual_tame:
             probability, rule = residual, "residual"
         if stuck < probability:
@@ -314,7 +321,8 @@ class Calibration:
             by_residual = (residual < probability) & ~tame
             probability = np.where(by_residual, residual, probability)
         if gate_z is not None and gate_open is not None:
-            probability = gate_probabilities(probability, gate_z, gate_open, self.far)
+            gated = gate_probabilities(probability, gate_z, gate_open, self.far)
+            probability = np.where(tame & (probability < self.far * _TAME_SHARE), probability, gated)
         if residual is not None:
             ungated = (residual < probability) & tame
             by_residual |= ungated

@@ -702,6 +702,33 @@ def test_a_sustained_lift_is_anomalous_where_no_single_event_is() -> None:
     assert not any(d.anomalous for d in held)
 
 
+@pytest.mark.parametrize("path", ["scalar", "arrays"])
+def test_a_tame_stream_passes_the_gate_when_the_calibration_is_sure(path: str) -> None:
+    """The gate at 0.5σ (the stream's recent surprise not unusual) holds back an event of chance
+    0.2 × the false-alarm rate; on a tame stream, whose residuals have proven light-tailed, the
+    calibration's own chance is trusted that far under the rate, and the event is anomalous. At
+    0.5 × the rate the gate still decides, tame or not. Scalar and array paths alike."""
+    cal = Calibration.fit(list(np.random.default_rng(4).normal(0, 1, 5000)), far=1e-3, warmup=10)
+
+    def anomalous(share: float, tame: bool) -> bool:
+        if path == "scalar":
+            state = EpisodeState(count=cal.warmup)
+            return cal.advance(0.0, cal.far * share, state, gate_z=0.5, residual_tame=tame).anomalous
+        arrays = EpisodeArrays.of([EpisodeState(count=cal.warmup)])
+        decision = cal.advance_many(
+            np.zeros(1),
+            np.array([cal.far * share]),
+            arrays,
+            gate_z=np.array([0.5]),
+            gate_open=np.zeros(1, dtype=bool),
+            residual_tame=np.array([tame]),
+        )
+        return bool(decision.decision(0).anomalous)
+
+    assert anomalous(0.2, tame=True) and not anomalous(0.2, tame=False)
+    assert not anomalous(0.5, tame=True) and not anomalous(0.5, tame=False)
+
+
 def test_calibration_round_trips_through_json_without_a_sustain_rule() -> None:
     import json
 

@@ -133,7 +133,7 @@ def _page(run: NabRun, published: dict[str, dict[str, float]], per_file: dict[st
         "<tr class=ours><td>gruwatch alerts</td>"
         + "".join(f"<td>{result['alerts'][p]:.1f}</td>" for p in PROFILES)
         + "</tr>",
-        f"<tr class=ours><td>baseline: {html.escape(result['baseline']['detector'])}</td>"
+        f"<tr class=baseline><td>baseline: {html.escape(result['baseline']['detector'])}</td>"
         + "".join(f"<td>{result['baseline'][p]:.1f}</td>" for p in PROFILES)
         + "</tr>",
     ]
@@ -171,6 +171,7 @@ table {{ border-collapse: collapse; margin-bottom: 2em; }}
 td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 tr.ours {{ background: #fde0dd; font-weight: bold; }}
+tr.baseline {{ background: #eeeeee; }}
 </style></head><body>
 <h1>NAB with {html.escape(result["model"])}</h1>
 <p>{result["files"]} files, {result["records"]:,} records. Standard profile at threshold

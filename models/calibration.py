@@ -261,8 +261,8 @@ class Calibration:
                 rule = "sustained"
         if residual < probability and not residual_tame:
             probability, rule = residual, "residual"
-        if not (residual_tame and probability < self.far * _TAME_SHARE):
-            probability = gate_probability(probability, gate_z, gate_open, self.far)
+        sure = residual_tame and probability < self.far * _TAME_SHARE
+        probability = gate_probability(probability, gate_z, gate_open or sure, self.far)
         if residual < probability and residual_tame:
             probability, rule = residual, "residual"
         if stuck < probability:
@@ -321,8 +321,8 @@ class Calibration:
             by_residual = (residual < probability) & ~tame
             probability = np.where(by_residual, residual, probability)
         if gate_z is not None and gate_open is not None:
-            gated = gate_probabilities(probability, gate_z, gate_open, self.far)
-            probability = np.where(tame & (probability < self.far * _TAME_SHARE), probability, gated)
+            sure = tame & (probability < self.far * _TAME_SHARE)
+            probability = gate_probabilities(probability, gate_z, gate_open | sure, self.far)
         if residual is not None:
             ungated = (residual < probability) & tame
             by_residual |= ungated

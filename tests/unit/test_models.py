@@ -742,6 +742,18 @@ def test_calibration_round_trips_through_json_without_a_sustain_rule() -> None:
     assert again == cal and again.residual is not None and again.residual.threshold == cal.residual.threshold
 
 
+def steady_daily_cycle(readings: int, spike_at: int, noisy_from: int | None = None) -> list[tuple[int, dict]]:
+    """5-minute readings of a daily cycle (100 ± 10) with little noise (sd 0.3) and a spike of 12
+    noise sd at ``spike_at``; from ``noisy_from``, 20 readings ten times noisier (an incident)."""
+    rng = np.random.default_rng(18)
+    hours = np.arange(readings) * 5 / 60
+    values = 100 + 10 * np.sin(2 * np.pi * hours / 24) + 0.3 * rng.normal(size=readings)
+    if noisy_from is not None:
+        values[noisy_from : noisy_from + 20] += 3.0 * rng.normal(size=20)
+    values[spike_at] += 12 * 0.3
+    return [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
+
+
 def test_the_residual_rule_judges_a_residual_against_the_streams_own_spread() -> None:
     """A daily cycle with little noise: the GRU's predicted spread is ~4x what the stream shows,
     so a spike of 12 noise sd is a residual of ~2 by the model's spread and passes unseen. Against
@@ -752,11 +764,7 @@ def test_the_residual_rule_judges_a_residual_against_the_streams_own_spread() ->
     detector.spec.likelihood_gate = False
     without = copy.deepcopy(detector)
     without.calibration.residual = None
-    rng = np.random.default_rng(18)
-    hours = np.arange(600) * 5 / 60
-    values = 100 + 10 * np.sin(2 * np.pi * hours / 24) + 0.3 * rng.normal(size=600)
-    values[450] += 12 * 0.3
-    events = [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
+    events = steady_daily_cycle(600, spike_at=450)
     with_rule, _ = detector.score_sequence(events)
     assert with_rule[450].anomalous and with_rule[450].rule == "residual"
     assert [i for i, r in enumerate(with_rule) if r.anomalous] == [450]
@@ -778,11 +786,7 @@ def test_a_stream_with_light_residual_tails_is_not_held_back_by_the_gate(monkeyp
     never tame, the stream's spike is held back again."""
     detector = shipped("generic")
     assert detector.spec.likelihood_gate and detector.spec.residual_rule
-    rng = np.random.default_rng(18)
-    hours = np.arange(1000) * 5 / 60
-    values = 100 + 10 * np.sin(2 * np.pi * hours / 24) + 0.3 * rng.normal(size=1000)
-    values[800] += 12 * 0.3
-    events = [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
+    events = steady_daily_cycle(1000, spike_at=800)
     scores = detector.sequence_scores(events)
     assert not scores.residual_tame[: RESIDUAL_HISTORY + TAIL_HISTORY].any() and scores.residual_tame[800]
     results, _ = detector.score_sequence(events)
@@ -798,12 +802,7 @@ def test_a_light_tailed_stream_stays_tame_after_an_incident() -> None:
     tail measured by the mean of r⁴ carried the incident for ~260 events and held the spike back.)
     A stream whose residuals keep making excursions is not tame (models.residual's doctest)."""
     detector = shipped("generic")
-    rng = np.random.default_rng(18)
-    hours = np.arange(1000) * 5 / 60
-    values = 100 + 10 * np.sin(2 * np.pi * hours / 24) + 0.3 * rng.normal(size=1000)
-    values[650:670] += 3.0 * rng.normal(size=20)
-    values[800] += 12 * 0.3
-    events = [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
+    events = steady_daily_cycle(1000, spike_at=800, noisy_from=650)
     scores = detector.sequence_scores(events)
     assert np.abs(scores.stream_z[650:670, 0]).max() > models.residual.EXCURSION  # an excursion
     assert scores.residual_tame[100:].all()

@@ -71,8 +71,9 @@ LONG_KINDS := network sensor
 WIDE_KINDS := generic
 # A model's version is part of its streams' state keys. A new version for new weights, a new
 # calibration or a new meaning of the stream memory: a worker never reads a state an older
-# model wrote (generic 3: the residual rule counts excursions, one more float a value).
-MODEL_VERSIONS := network=1 financial=1 sensor=1 generic=3
+# model wrote (generic 3: the residual rule counts excursions, one more float a value; all kinds
+# next: the time gap left the score, every calibration refitted).
+MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=4
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \

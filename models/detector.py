@@ -116,9 +116,13 @@ class BatchScores:
         stuck: np.ndarray | None = None,
         level: np.ndarray | None = None,
     ) -> BatchScores:
-        """From the model's per-target terms: the score is their sum; the surprise the length of
-        the whitened residual without the time gap."""
-        score = terms.astype(np.float64).sum(axis=1)
+        """From the model's per-target terms: the score is the sum of the event's own (the time
+        gap left out: it is judged by its own term's calibration); the surprise the length of the
+        whitened residual without the time gap."""
+        # A missed reading makes a gap term of 100+ nats (a Gaussian head cannot price a 4x gap
+        # that comes once in 200 readings); in the sum, those stretched the score's calibrated
+        # tail (mean excess over the 99th percentile 34 nats, not 1.4) and hid values 5 sigma out.
+        score = terms[:, :-1].astype(np.float64).sum(axis=1)
         surprise = np.sqrt(np.square(z[:, :-1].astype(np.float64)).sum(axis=1))
         stuck = np.ones(len(score)) if stuck is None else stuck
         level = np.ones(len(score)) if level is None else level

@@ -78,7 +78,7 @@ def test_alerts_for_injected_incidents(
         assert record.key == alert["key"].encode()
         src = alert["source"]
         assert alert["alert_id"] == f"{src['topic']}:{src['partition']}:{src['offset']}" and src["topic"] == topic
-        assert alert["kind"] == "network" and alert["model"] == "gru-network@1"
+        assert alert["kind"] == "network" and alert["model"] == "gru-network@2"
         assert alert["severity"] in {"low", "medium", "high", "critical"}
         assert alert["rule"] in {"score", "sustained"} and 0 <= alert["probability"] < 1e-4
         if alert["rule"] == "score" and alert["score"] <= alert["threshold"]:

@@ -58,7 +58,7 @@ def test_train_score_evaluate_round_trip(tmp_path: Path) -> None:
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = orjson.loads(evaluated.stdout)
     assert {"precision", "recall", "f1", "pr_auc", "incident_recall", "delay_events_median"} <= set(metrics)
-    assert 0 <= metrics["pr_auc"] <= 1 and metrics["model"] == "gru-network@1"
+    assert 0 <= metrics["pr_auc"] <= 1 and metrics["model"] == "gru-network@2"
     # The producer says what each incident is; the detector why it alerted: both add up.
     by_type, by_rule = metrics["by_type"], metrics["alerts_by_rule"]
     assert by_type and set(by_type) <= set(NetworkGenerator.anomaly_types)

@@ -176,12 +176,16 @@ class Calibration:
         rarest = np.min([c.probabilities(terms[:, j]) for j, c in enumerate(self.terms)], axis=0)
         return np.asarray(rarest * len(self.terms) / self.term_share)
 
-    def residual_probabilities(self, residuals: np.ndarray) -> np.ndarray | None:
+    def residual_probabilities(self, residuals: np.ndarray, law: np.ndarray | None = None) -> np.ndarray | None:
         """Per event, the chance of its largest rescaled residual (models.residual; 0 is no word:
-        chance 1), over residual_share of the budget (None: rule off)."""
+        chance 1) — or, where smaller, its chance under a tame stream's light-tailed ``law``
+        (models.residual.advance_residual) — over residual_share of the budget (None: rule off)."""
         if self.residual is None:
             return None
-        chance = self.residual.probabilities(residuals) / self.residual_share
+        chance = self.residual.probabilities(residuals)
+        if law is not None:
+            chance = np.minimum(chance, law)
+        chance = chance / self.residual_share
         return np.where(residuals > 0, np.minimum(chance, 1.0), 1.0)
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:

@@ -102,6 +102,8 @@ class BatchScores:
     # whether its stream was tame then (its residual rule ungated).
     stream_z: np.ndarray
     residual_tame: np.ndarray
+    # The chance of its largest residual under a tame stream's light-tailed law (1: none).
+    residual_law: np.ndarray
 
     @classmethod
     def of(
@@ -129,7 +131,22 @@ class BatchScores:
         gate_z, gate_open = np.full(len(score), np.inf), np.zeros(len(score), dtype=bool)
         stream_z, tame = np.zeros((len(score), 0)), np.zeros(len(score), dtype=bool)
         return cls(
-            score, surprise, terms, mean, z, y, center, scale, values, stuck, level, gate_z, gate_open, stream_z, tame
+            score,
+            surprise,
+            terms,
+            mean,
+            z,
+            y,
+            center,
+            scale,
+            values,
+            stuck,
+            level,
+            gate_z,
+            gate_open,
+            stream_z,
+            tame,
+            np.ones(len(score)),
         )
 
     @property
@@ -313,7 +330,7 @@ class Detector:
             for wave, index in enumerate(waves):
                 memory, count = batch.norm[: len(index)], seen[: len(index)] + wave
                 if spec.residual_rule:
-                    out.stream_z[index], out.residual_tame[index] = self._advance_residual(
+                    out.stream_z[index], out.residual_tame[index], out.residual_law[index] = self._advance_residual(
                         memory, z[index], scale[index], count
                     )
                 if spec.likelihood_gate:
@@ -377,7 +394,7 @@ class Detector:
         stuck, level = self._rule_chances(new_norms)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if self.spec.residual_rule:
-            out.stream_z, out.residual_tame = self._advance_residual(new_norms, z, scale, norms[:, 0])
+            out.stream_z, out.residual_tame, out.residual_law = self._advance_residual(new_norms, z, scale, norms[:, 0])
         return out, h_new, new_norms
 
     def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -404,11 +421,12 @@ class Detector:
 
     def _advance_residual(
         self, memory: np.ndarray, z: np.ndarray, scale: np.ndarray, seen: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance the residual rule of streams whose memories are the rows of ``memory`` (updated in
         place) by one event each, from the model's whitened residuals ``z`` and the scales their
-        values were normalised by; ``seen``: the events each stream had seen before it. Returns r
-        and whether each stream is tame (models.residual.advance_residual).
+        values were normalised by; ``seen``: the events each stream had seen before it. Returns r,
+        whether each stream is tame and the chance of r under a tame stream's law
+        (models.residual.advance_residual).
 
         The rule takes each residual in its stream's own units (z times the scale): a stream's
         running scale swells during an incident (a drift's ramp, a shift), and in z the reading
@@ -421,7 +439,7 @@ class Detector:
         """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
         neither depends on the episode, so a run computes them once."""
         cal = self.calibration
-        return cal.term_probabilities(out.terms), cal.residual_probabilities(out.residual)
+        return cal.term_probabilities(out.terms), cal.residual_probabilities(out.residual, out.residual_law)
 
     def _advance_gate(
         self, memory: np.ndarray, surprise: np.ndarray, values: np.ndarray, seen: np.ndarray
@@ -453,8 +471,8 @@ class Detector:
             row = last[None, :]
             out.stream_z = np.zeros((len(events), len(self.spec.names)))
             for i in range(len(events)):
-                out.stream_z[i : i + 1], out.residual_tame[i : i + 1] = self._advance_residual(
-                    row, z[i : i + 1], scale[i : i + 1], state.norm[:1] + i
+                out.stream_z[i : i + 1], out.residual_tame[i : i + 1], out.residual_law[i : i + 1] = (
+                    self._advance_residual(row, z[i : i + 1], scale[i : i + 1], state.norm[:1] + i)
                 )
         return out, h_last, last
 

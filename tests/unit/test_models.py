@@ -28,7 +28,7 @@ from models.detector import GATE, Detector, Scored, StateBatch, StreamState
 from models.evaluate import ScoredEvent, average_precision, evaluate
 from models.features import DEFAULT_SPECS, FLAG_LOG_SCALE_MIN, FeatureSpec
 from models.gru import GRUDetector
-from models.residual import RESIDUAL_HISTORY, TAIL_HISTORY
+from models.residual import RESIDUAL_HISTORY, TAIL_HISTORY, TAME_LAW_HISTORY
 from models.scorer import LOG_SCALE_MIN
 from models.train import TrainConfig, train_detector
 from producers.generic import GenericGenerator
@@ -769,23 +769,26 @@ def test_calibration_round_trips_through_json_without_a_sustain_rule() -> None:
     assert again == cal and again.residual is not None and again.residual.threshold == cal.residual.threshold
 
 
-def steady_daily_cycle(readings: int, spike_at: int, noisy_from: int | None = None) -> list[tuple[int, dict]]:
-    """5-minute readings of a daily cycle (100 ± 10) with little noise (sd 0.3) and a spike of 12
-    noise sd at ``spike_at``; from ``noisy_from``, 20 readings ten times noisier (an incident)."""
+def steady_daily_cycle(
+    readings: int, spike_at: int, noisy_from: int | None = None, spike_sd: float = 12.0
+) -> list[tuple[int, dict]]:
+    """5-minute readings of a daily cycle (100 ± 10) with little noise (sd 0.3) and a spike of
+    ``spike_sd`` noise sd at ``spike_at``; from ``noisy_from``, 20 readings ten times noisier (an
+    incident)."""
     rng = np.random.default_rng(18)
     hours = np.arange(readings) * 5 / 60
     values = 100 + 10 * np.sin(2 * np.pi * hours / 24) + 0.3 * rng.normal(size=readings)
     if noisy_from is not None:
         values[noisy_from : noisy_from + 20] += 3.0 * rng.normal(size=20)
-    values[spike_at] += 12 * 0.3
+    values[spike_at] += spike_sd * 0.3
     return [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
 
 
 def test_the_residual_rule_judges_a_residual_against_the_streams_own_spread() -> None:
     """A daily cycle with little noise: the GRU's predicted spread is ~4x what the stream shows,
     so a spike of 12 noise sd is a residual of ~2 by the model's spread and passes unseen. Against
-    the stream's own residuals it is ~7: the residual rule flags it ("residual"), and nothing else
-    in the stream. (The likelihood gate is off here, to judge the rule alone.)"""
+    the stream's own residuals it is ~8: the residual rule flags it ("residual"), one alert and
+    nothing else in the stream. (The likelihood gate is off here, to judge the rule alone.)"""
     detector = copy.deepcopy(shipped("generic"))
     assert detector.spec.residual_rule and detector.calibration.residual is not None
     detector.spec.likelihood_gate = False
@@ -794,7 +797,10 @@ def test_the_residual_rule_judges_a_residual_against_the_streams_own_spread() ->
     events = steady_daily_cycle(600, spike_at=450)
     with_rule, _ = detector.score_sequence(events)
     assert with_rule[450].anomalous and with_rule[450].rule == "residual"
-    assert [i for i, r in enumerate(with_rule) if r.anomalous] == [450]
+    assert [i for i, r in enumerate(with_rule) if r.alert] == [450]
+    # The one reading after it may echo it, in the same episode: the model, pulled up by the
+    # spike, expects more (a residual of about -5 against the stream's spread).
+    assert {i for i, r in enumerate(with_rule) if r.anomalous} <= {450, 451}
     assert not any(r.anomalous for r in without.score_sequence(events)[0])
     # Each event's rescaled residual: the model's z over the stream's own spread before it; the
     # alert's explanation gives both.
@@ -819,6 +825,25 @@ def test_a_stream_with_light_residual_tails_is_not_held_back_by_the_gate(monkeyp
     results, _ = detector.score_sequence(events)
     assert [(i, r.rule) for i, r in enumerate(results) if r.anomalous] == [(800, "residual")]
     monkeypatch.setattr(models.residual, "TAME_EXCURSIONS", 0.0)
+    assert not any(r.anomalous for r in detector.score_sequence(events)[0])
+
+
+def test_a_settled_tame_stream_judges_its_residuals_by_a_light_tailed_law(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steady daily cycle with a spike of 9 noise sd after its 288th reading: a residual of
+    ~5 against the stream's own spread, which the pooled calibration (count streams' skew and all)
+    puts at ~5e-4, over the false-alarm rate. The tame, settled stream's light-tailed law (normal,
+    spread 1.2) puts it under 1e-4: flagged ("residual"), and nothing else. With the law waiting
+    longer, the same spike passes; a stream younger than 288 readings gets no word from it."""
+    detector = shipped("generic")
+    events = steady_daily_cycle(1000, spike_at=800, spike_sd=9.0)
+    scores = detector.sequence_scores(events)
+    assert scores.residual_tame[800] and 4.5 < scores.residual[800] < 6.0
+    assert detector.calibration.residual_probabilities(scores.residual[800:801])[0] > detector.calibration.far
+    assert scores.residual_law[800] < detector.calibration.far / 2
+    assert (scores.residual_law[:TAME_LAW_HISTORY] == 1).all()
+    results, _ = detector.score_sequence(events)
+    assert [(i, r.rule) for i, r in enumerate(results) if r.anomalous] == [(800, "residual")]
+    monkeypatch.setattr(models.residual, "TAME_LAW_HISTORY", 10_000)
     assert not any(r.anomalous for r in detector.score_sequence(events)[0])
 
 

@@ -72,8 +72,9 @@ WIDE_KINDS := generic
 # A model's version is part of its streams' state keys. A new version for new weights, a new
 # calibration or a new meaning of the stream memory: a worker never reads a state an older
 # model wrote (generic 3: the residual rule counts excursions, one more float a value; all kinds
-# next: the time gap left the score, every calibration refitted).
-MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=4
+# next: the time gap left the score, every calibration refitted; generic 5: spells of zeros keep
+# their own repeat counts, two more floats a value).
+MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=5
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \

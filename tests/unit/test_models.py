@@ -536,6 +536,30 @@ def test_a_stuck_value_is_judged_by_the_streams_own_repeat_rate() -> None:
     assert repeats <= 5, repeats
 
 
+def test_a_spell_of_zeros_is_judged_by_how_often_zero_follows_zero() -> None:
+    """A count that idles at 0 (0, 0, 0, k, 0, 0, 0, k+1, ...: half its pairs repeat, two in three
+    of those starting at 0) and then reads 0 fifteen times: at the stream's overall repeat rate
+    that is a ~1e-4 chance, at zero's own rate ~4e-3 — the stream idling, not stuck. Another value
+    held (20 times) is judged by the overall rate, and so is a spell of zeros in a stream that has
+    seldom read 0 (a dead counter)."""
+    spec = FeatureSpec("demo", ("v",), ("identity",), stream_norm=True, stuck_rule=True)
+
+    def chances(values: list[float]) -> list[float]:
+        norm, out = spec.new_norm()[None, :], []
+        for v in values:
+            norm = spec.normalise_batch(np.array([[v, 0.0]]), norm)[3]
+            out.append(float(spec.stuck_probabilities(norm, warmup=10)[0]))
+        return out
+
+    idling = [float(v) for k in range(1, 41) for v in (0, 0, 0, 100 + k)]
+    zeros = chances(idling + [0.0] * 15)
+    assert 1e-3 < min(zeros[len(idling) :]) < 1e-2
+    held = chances(idling + [7.0] * 20)
+    assert min(held[len(idling) :]) < 1e-4
+    dead = chances([float(100 + k) for k in range(160)] + [0.0] * 15)
+    assert min(dead[160:]) < 1e-10
+
+
 def test_a_frozen_reading_does_not_hide_the_next_but_a_value_held_twice_is_a_habit() -> None:
     """The stuck rule flags a spell longer than any the stream has shown. A spell improbable at the
     stream's repeat rate (a reading frozen) is an incident, not the stream's habit: a later, shorter
@@ -603,7 +627,7 @@ def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> Non
         residual_rule=True,
         likelihood_gate=True,
     )
-    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (3 * 2 + 1) + 4 * 2 + 3 * 2 + (4 + 2 * 2)
+    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (5 * 2 + 1) + 4 * 2 + 3 * 2 + (4 + 2 * 2)
     rng = np.random.default_rng(14)
     norms = spec.new_norm()[None, :]
     norms[0, spec.gate_slice] = marker = np.arange(8.0) + 0.5

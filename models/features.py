@@ -369,14 +369,16 @@ class FeatureSpec:
             again = last == held  # held starts at 0
             record = ended & (plausible | again)
             incident = ended & ~plausible & ~again
+            after_zero = paired & (last == 0)
+            zeros_forgotten = np.where(incident & (last == 0), spell, 0.0)
             memory += [
                 repeats + repeat,
                 np.where(record, np.maximum(longest, previous_run), longest),
                 np.where(incident, last, held),
                 pairs + paired,
                 # An incident's spell of zeros does not teach the stream that zeros run on.
-                zero_repeats + (repeat & (last == 0)) - np.where(incident & (last == 0), spell, 0.0),
-                zero_pairs + ((previous_run > 0) & (last == 0)) - np.where(incident & (last == 0), spell, 0.0),
+                zero_repeats + (after_zero & repeat) - zeros_forgotten,
+                zero_pairs + after_zero - zeros_forgotten,
             ]
         return y, center, scale, np.concatenate(memory, axis=1)
 
@@ -411,7 +413,7 @@ class FeatureSpec:
         zeros_before = np.maximum(zero_pairs - spell, 0.0)  # (negative for a spell of another value)
         zero_rate = (np.maximum(zero_repeats - spell, 0.0) + 1.0) / (zeros_before + 2.0)
         rate = np.where((last == 0) & (zeros_before >= _ZERO_HISTORY), zero_rate, rate)
-        chance = np.where(repeating & (run > longest), rate ** np.maximum(run - 1.0, 0.0), 1.0)
+        chance = np.where(repeating & (run > longest), rate**spell, 1.0)
         chance = np.where(pairs - 1.0 >= warmup, chance, 1.0)
         return np.minimum(1.0, chance.min(axis=1) * len(self.names))
 

@@ -536,27 +536,28 @@ def test_a_stuck_value_is_judged_by_the_streams_own_repeat_rate() -> None:
     assert repeats <= 5, repeats
 
 
+def stuck_chances(values: list[float]) -> list[float]:
+    """The stuck rule's chance after each of one value's readings, 5 minutes apart."""
+    spec = FeatureSpec("demo", ("v",), ("identity",), stream_norm=True, stuck_rule=True)
+    norm, chances = spec.new_norm()[None, :], []
+    for v in values:
+        norm = spec.normalise_batch(np.array([[v, 300.0]]), norm)[3]
+        chances.append(float(spec.stuck_probabilities(norm, warmup=10)[0]))
+    return chances
+
+
 def test_a_spell_of_zeros_is_judged_by_how_often_zero_follows_zero() -> None:
     """A count that idles at 0 (0, 0, 0, k, 0, 0, 0, k+1, ...: half its pairs repeat, two in three
     of those starting at 0) and then reads 0 fifteen times: at the stream's overall repeat rate
     that is a ~1e-4 chance, at zero's own rate ~4e-3 — the stream idling, not stuck. Another value
     held (20 times) is judged by the overall rate, and so is a spell of zeros in a stream that has
     seldom read 0 (a dead counter)."""
-    spec = FeatureSpec("demo", ("v",), ("identity",), stream_norm=True, stuck_rule=True)
-
-    def chances(values: list[float]) -> list[float]:
-        norm, out = spec.new_norm()[None, :], []
-        for v in values:
-            norm = spec.normalise_batch(np.array([[v, 0.0]]), norm)[3]
-            out.append(float(spec.stuck_probabilities(norm, warmup=10)[0]))
-        return out
-
     idling = [float(v) for k in range(1, 41) for v in (0, 0, 0, 100 + k)]
-    zeros = chances(idling + [0.0] * 15)
+    zeros = stuck_chances(idling + [0.0] * 15)
     assert 1e-3 < min(zeros[len(idling) :]) < 1e-2
-    held = chances(idling + [7.0] * 20)
+    held = stuck_chances(idling + [7.0] * 20)
     assert min(held[len(idling) :]) < 1e-4
-    dead = chances([float(100 + k) for k in range(160)] + [0.0] * 15)
+    dead = stuck_chances([float(100 + k) for k in range(160)] + [0.0] * 15)
     assert min(dead[160:]) < 1e-10
 
 
@@ -565,17 +566,13 @@ def test_a_frozen_reading_does_not_hide_the_next_but_a_value_held_twice_is_a_hab
     stream's repeat rate (a reading frozen) is an incident, not the stream's habit: a later, shorter
     freeze at another value is flagged too. A value held in improbable spells twice (an idle disk
     at 0) is a habit from then on."""
-    spec = FeatureSpec("demo", ("v",), ("identity",), stream_norm=True, stuck_rule=True)
     rng = np.random.default_rng(19)
     values = list(np.round(rng.normal(50, 2, 1500), 4))
     spells = {300: 40, 600: 20, 900: 25, 1100: 25, 1300: 25}  # start: length
     for start, length in spells.items():
         held = 0.0 if start >= 900 else values[start - 1]
         values[start : start + length] = [held] * length
-    norm, chances = spec.new_norm()[None, :], []
-    for v in values:
-        norm = spec.normalise_batch(np.array([[float(v), 300.0]]), norm)[3]
-        chances.append(float(spec.stuck_probabilities(norm, warmup=10)[0]))
+    chances = stuck_chances([float(v) for v in values])
     lowest = {start: min(chances[start : start + length]) for start, length in spells.items()}
     assert lowest[300] < 1e-20 and lowest[600] < 1e-20  # the second freeze, shorter, is seen
     assert lowest[900] < 1e-20 and lowest[1100] < 1e-20  # 0 held improbably once: not yet a habit
@@ -691,13 +688,18 @@ def test_the_level_rule_stays_on_through_a_drift_in_counts() -> None:
     assert false_alerts <= 2
 
 
+def five_minutes_missing_every_500th(rng: np.random.Generator) -> np.ndarray:
+    """3,000 timestamps (ms) 5 minutes ± 1 s apart, every 500th gap four times the usual."""
+    return np.cumsum(np.where(np.arange(3000) % 500 == 499, 1_200_000, 300_000) + rng.integers(-1000, 1001, 3000))
+
+
 def test_a_missed_reading_is_not_an_incident() -> None:
     """A regularly sampled series that skips readings now and then (a gap four times the usual):
     the gap is within what the stream's statistics allow, so it neither alerts nor weighs on the
     score like an outlier, while a jump in the value still does."""
     detector = shipped("generic")
     rng = np.random.default_rng(12)
-    ts = np.cumsum(np.where(np.arange(3000) % 500 == 499, 1_200_000, 300_000) + rng.integers(-1000, 1001, 3000))
+    ts = five_minutes_missing_every_500th(rng)
     values = rng.normal(100, 3, 3000)
     values[2800] = 160.0
     results, _ = detector.score_sequence([(int(t), {"value": float(v)}) for t, v in zip(ts, values, strict=True)])
@@ -716,7 +718,7 @@ def test_the_time_gap_is_judged_by_its_own_term_not_in_the_score() -> None:
     spikes = (1200, 2200, 2800)
     for seed in range(5):
         rng = np.random.default_rng(seed)
-        ts = np.cumsum(np.where(np.arange(3000) % 500 == 499, 1_200_000, 300_000) + rng.integers(-1000, 1001, 3000))
+        ts = five_minutes_missing_every_500th(rng)
         values = rng.normal(100, 3, 3000)
         for at in spikes:
             values[at] = 100 + 5.5 * 3 * (1 if at % 400 else -1)

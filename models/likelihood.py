@@ -7,18 +7,23 @@ average of surprise against the long-term distribution of that average — both 
 exponentially weighted statistics, so the state is a handful of floats and everything is online.
 Two additions from the same detector family:
 
-- a *spatial* check: a value outside every value the stream has shown so far scores 1.0 at once —
-  once per excursion: while a stream keeps setting new extremes (a trend, a ramp), it scores 1.0
-  again only after ``spatial_quiet`` events inside its range;
+- a *spatial* check: a value outside every value the stream has shown so far scores over every
+  likelihood at once — once per excursion: while a stream keeps setting new extremes (a trend, a
+  ramp), it scores so again only after ``spatial_quiet`` events inside its range. Such scores are
+  ranked by how far outside the value is, as a share of the range so far: a record beaten by a
+  hair is the commonest false alarm on real series (NAB: median 0.3 % of the range outside its
+  windows, 13 % inside), so a threshold set to page less drops those first;
 - a red filter: only the first of consecutive near-certain scores stays near-certain, so one
   incident is one top score rather than a plateau of them.
 
-The output is a log-scaled score in [0, 1] (1 − 1e-10 likelihood ↦ 1.0), comparable across streams.
+The output is a score in [0, 1], comparable across streams: the likelihood log-scaled (1 − 1e-10
+likelihood ↦ 1.0) and held under ``LIKELIHOOD_TOP``; a value outside the range scores from
+``LIKELIHOOD_TOP`` (a hair outside) towards 1.0 (far outside).
 
 >>> lk = AnomalyLikelihood(learning=3)
 >>> state = lk.new_state(1)
->>> [round(lk.update(s, [v], state), 3) for s, v in [(1, 5), (1, 6), (1, 5), (1, 5.5), (1, 9)]]
-[0.5, 0.5, 0.5, 0.03, 1.0]
+>>> [round(lk.update(s, [v], state), 4) for s, v in [(1, 5), (1, 6), (1, 5), (1, 5.5), (1, 9)]]
+[0.5, 0.5, 0.5, 0.0301, 0.9998]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 
 __all__ = [
     "GATE_FIELDS",
+    "LIKELIHOOD_TOP",
     "AnomalyLikelihood",
     "LikelihoodState",
     "advance_gate",
@@ -42,6 +48,8 @@ __all__ = [
 _RED = 0.99999  # a likelihood this close to 1 is "red"; a second red in a row is demoted
 _DEMOTED = 0.999
 _LOG_BASE = math.log(1.0 - 0.9999999999)
+# The likelihood's scores stay under this; a value outside the stream's range scores above it.
+LIKELIHOOD_TOP = 0.999
 
 
 @dataclass
@@ -60,7 +68,7 @@ class AnomalyLikelihood:
     short_alpha: float = 0.2  # ~ the last 10 events
     long_alpha: float = 1 / 2000  # the slowest weight of the long-term statistics
     spatial: bool = True
-    spatial_quiet: int = 20  # events inside the range before an excursion scores 1.0 again
+    spatial_quiet: int = 20  # events inside the range before an excursion scores over the likelihood again
 
     def new_state(self, features: int) -> LikelihoodState:
         return LikelihoodState(np.zeros((1, gate_size(features))))
@@ -68,12 +76,13 @@ class AnomalyLikelihood:
     def update(self, surprise: float, values: Sequence[float] | np.ndarray, state: LikelihoodState) -> float:
         """Score one event of the stream (its surprise and raw feature values), then learn it."""
         x = np.asarray(values, dtype=np.float64).reshape(1, -1)
+        outside = _outside_share(state.memory, x) if state.count else 0.0
         z, opened = advance_gate(self, state.memory, np.array([float(surprise)]), x, np.array([float(state.count)]))
         state.count += 1
         if state.count <= self.learning:
             return 0.5
-        score = self._score(float(z[0]), state)
-        return 1.0 if opened[0] else score
+        score = min(self._score(float(z[0]), state), LIKELIHOOD_TOP)
+        return 1.0 - (1.0 - LIKELIHOOD_TOP) / (1.0 + outside) if opened[0] else score
 
     def _score(self, z: float, state: LikelihoodState) -> float:
         likelihood = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
@@ -137,6 +146,18 @@ def advance_gate(
     low[:] = np.where(first[:, None], values, np.minimum(low, values))
     high[:] = np.where(first[:, None], values, np.maximum(high, values))
     return z, opened
+
+
+def _outside_share(memory: np.ndarray, values: np.ndarray) -> float:
+    """How far outside its stream's range so far (the gate's low and high) an event's values lie,
+    as a share of that range: the largest over its features (inf for a range of one value)."""
+    n = values.shape[1]
+    low, high = memory[0, GATE_FIELDS : GATE_FIELDS + n], memory[0, GATE_FIELDS + n :]
+    beyond = np.maximum(np.maximum(values[0] - high, low - values[0]), 0.0)
+    width = high - low
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(beyond > 0, np.where(width > 0, beyond / np.where(width > 0, width, 1.0), np.inf), 0.0)
+    return float(share.max())
 
 
 def gate_probabilities(probability: np.ndarray, z: np.ndarray, opened: np.ndarray, far: float) -> np.ndarray:

@@ -95,8 +95,10 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -
         assert details["perfect"] == 116
         assert details["windows_detected"] + details["windows_missed"] == 116
         assert details["false_positives"] == sum(f[2] for f in details["files"].values())
-    # Measured 57.1 / 48.1 / 65.1 with the shipped generic model: a regression bar, not the goal.
-    assert report["standard"] >= 54 and report["reward_low_FP_rate"] >= 43 and report["reward_low_FN_rate"] >= 61
+    # Measured 58.6 / 54.0 / 64.8 with the shipped generic model: a regression bar, not the goal.
+    # Low FP was 46.6 while every value outside its stream's range scored 1.0 alike; ranked by how
+    # far outside, the near misses drop first.
+    assert report["standard"] >= 54 and report["reward_low_FP_rate"] >= 50 and report["reward_low_FN_rate"] >= 61
     # What a worker would page for: its alerts, scored the same way (measured 39.1 standard from
     # 923 alerts; 12.0 from 1,852 before the likelihood gate).
     alerts = report["alerts"]
@@ -104,13 +106,17 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -
     assert alerts["count"] >= paged["false_positives"] + paged["windows_detected"]
     assert alerts["standard"] >= 35 and alerts["count"] <= 1200
     # The baseline from the same run: the same likelihood over a running z-score (measured 58.6 /
-    # 51.9 / 64.3, beside the model's 58.6 / 46.6 / 64.8), scored over the same windows.
+    # 54.0 / 64.3, beside the model's 58.6 / 54.0 / 64.8), scored over the same windows. At low FP
+    # both detect only values outside the range, which the two share, so only the other profiles
+    # must differ.
     baseline = report["baseline"]
     assert baseline["detector"] == "running z-score"
     for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
         details = baseline["details"][profile]
         assert details["windows_detected"] + details["windows_missed"] == 116
-        assert baseline[profile] == round(details["score"], 2) and baseline[profile] != report[profile]
+        assert baseline[profile] == round(details["score"], 2)
+        if profile != "reward_low_FP_rate":
+            assert baseline[profile] != report[profile]
     assert baseline["standard"] >= 50
     # The page: every file's share of the standard score beside the published ones, and its timeline.
     standard = report["details"]["standard"]

@@ -13,6 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from models.likelihood import (
+    LIKELIHOOD_TOP,
     AnomalyLikelihood,
     advance_gate,
     gate_probabilities,
@@ -43,15 +44,33 @@ def test_a_run_of_surprise_scores_far_above_noise() -> None:
     assert red.sum() >= 1 and not np.any(red[1:] & red[:-1])
 
 
-def test_a_value_outside_the_seen_range_scores_one() -> None:
+def test_a_value_outside_the_seen_range_scores_over_every_likelihood() -> None:
     surprise, values = _noise(1000)
+    surprise[500:510] += 50.0  # a red likelihood: the top of what the surprise alone can score
     values[900, 0] = values[:900, 0].max() + 0.5
     scores = AnomalyLikelihood().score_series(surprise, values)
-    assert scores[900] == 1.0
-    assert AnomalyLikelihood(spatial=False).score_series(surprise, values)[900] < 1.0
+    assert scores[900] > LIKELIHOOD_TOP >= scores[:900].max()
+    assert scores[500:510].max() == LIKELIHOOD_TOP
+    assert AnomalyLikelihood(spatial=False).score_series(surprise, values)[900] < LIKELIHOOD_TOP
 
 
-def test_an_excursion_scores_one_once() -> None:
+def test_values_outside_the_range_rank_by_how_far_outside() -> None:
+    """A record beaten by a hair scores under one beaten by half the range, which scores under one
+    ten ranges out: a threshold that pages less drops the near misses first."""
+    surprise, values = _noise(2000)
+    low, high = values[:500, 0].min(), values[:500, 0].max()
+    width = high - low
+    excursions = {600: high + 0.001 * width, 1000: low - 0.5 * width, 1500: high + 10 * width}
+    values[501:, 0] = np.clip(values[501:, 0], low, high)  # nothing else leaves the first range
+    for at, value in excursions.items():
+        values[at, 0] = value
+    scores = AnomalyLikelihood(learning=100).score_series(surprise, values)
+    outside = [scores[at] for at in excursions]
+    assert LIKELIHOOD_TOP < outside[0] < outside[1] < outside[2] < 1.0
+    assert outside[0] == pytest.approx(1.0 - (1.0 - LIKELIHOOD_TOP) / 1.001)
+
+
+def test_an_excursion_scores_over_the_likelihood_once() -> None:
     """A ramp past the range sets a new extreme every event: one top score for it, not fifty; a new
     excursion after the stream has been back in range scores again."""
     surprise, values = _noise(1200)
@@ -60,8 +79,8 @@ def test_an_excursion_scores_one_once() -> None:
     values[950:1100, 0] = values[:150, 0]
     values[1100, 0] = top + 10.0
     scores = AnomalyLikelihood(spatial_quiet=20).score_series(surprise, values)
-    assert scores[900] == 1.0 and np.all(scores[901:950] < 1.0)
-    assert scores[1100] == 1.0
+    assert scores[900] > LIKELIHOOD_TOP and np.all(scores[901:950] <= LIKELIHOOD_TOP)
+    assert scores[1100] > LIKELIHOOD_TOP
 
 
 @settings(max_examples=30, deadline=None)
@@ -84,7 +103,7 @@ def test_the_gate_keeps_the_likelihoods_statistics_for_many_streams_at_once(
 ) -> None:
     """advance_gate over several streams, event by event, says what ``update`` says of each
     stream alone: the same z (the score's likelihood, where no red filter demotes it), and the
-    gate opens for a value outside the range only where ``update`` scores it 1.0."""
+    gate opens for a value outside the range only where ``update`` scores it over the likelihood."""
     lk = AnomalyLikelihood(learning=learning, spatial_quiet=3)
     rng = np.random.default_rng(seed)
     surprise = np.abs(rng.standard_t(3, size=(streams, 150)))
@@ -100,7 +119,7 @@ def test_the_gate_keeps_the_likelihoods_statistics_for_many_streams_at_once(
                 continue
             tail = 0.5 * math.erfc(z[i] / math.sqrt(2.0))
             if opened[i]:
-                assert score == 1.0
+                assert score > LIKELIHOOD_TOP
             elif tail > 1e-5:  # not red: no filter reshapes the score
                 assert score == pytest.approx(math.log(1.0000000001 - (1.0 - tail)) / math.log(1e-10), abs=1e-6)
 

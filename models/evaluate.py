@@ -18,7 +18,14 @@ stream's shift, and for the generic kind is dominated by the time gap's term (0.
 Where the data says what each incident is (the synthetic producers' ``meta.anomaly``), complete
 incidents are also counted by type (``by_type``); where the detector says why it alerted (its
 rule), alerts are counted by rule with how many were true (``alerts_by_rule``): what a miss or a
-false alarm is made of, without a script.
+false alarm is made of, without a script. Complete incidents are counted by their stream's age too
+(``by_age``: events the stream had shown before the incident began, in AGE_BANDS), since a
+detector that learns each stream online cannot judge its first events as it judges its 1,000th.
+
+Caught is flagged, not paged: an incident whose flags all fall in an episode already open (one
+still cooling down after an earlier incident) pages nobody. ``incidents_paged`` counts the complete
+incidents with an alert (an episode opening or escalating) inside them or within ``grace`` events
+after: what an operator would have been told of.
 """
 
 from __future__ import annotations
@@ -29,7 +36,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScoredEvent", "average_precision", "evaluate"]
+__all__ = ["AGE_BANDS", "ScoredEvent", "average_precision", "evaluate"]
+
+# Lower bounds of the age bands: a stream's warm-up (calibration's default 10 events), its first
+# 50, and a day of 5-minute readings (288), past which its own tail has the most say.
+AGE_BANDS = (0, 10, 50, 288)
 
 
 @dataclass
@@ -85,7 +96,9 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
     open_incidents = open_caught = 0
     delays_events: list[int] = []
     delays_ms: list[int] = []
+    paged = 0
     by_type: dict[str, list[int]] = {}  # type → [incidents, caught]
+    by_age = {band: [0, 0] for band in _age_names()}  # band → [incidents, caught]
     by_rule: dict[str, list[int]] = {}  # rule → [alerts, true]
 
     def alerted(e: ScoredEvent, true: bool) -> None:
@@ -107,13 +120,18 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
                         true_alerts += 1
                         alerted(stream[i], True)
                     i += 1
-                flagged = [j for j in range(start, min(i + grace, len(stream))) if stream[j].anomalous]
+                window = range(start, min(i + grace, len(stream)))  # the incident and its grace events
+                flagged = [j for j in window if stream[j].anomalous]
                 since_incident = 0
                 if i == len(stream):  # still running when the data ends
                     open_incidents += 1
                     open_caught += int(bool(flagged))
                     continue
                 incidents += 1
+                paged += int(any(stream[j].alert for j in window))
+                aged = by_age[_age_name(start)]
+                aged[0] += 1
+                aged[1] += int(bool(flagged))
                 if e.anomaly_type is not None:
                     typed = by_type.setdefault(e.anomaly_type, [0, 0])
                     typed[0] += 1
@@ -139,6 +157,7 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
         "incidents": incidents,
         "incidents_caught": caught,
         "incident_recall": _round(caught / incidents if incidents else float("nan")),
+        "incidents_paged": paged,
         "incidents_open_at_end": open_incidents,
         "incident_recall_with_open": _round(
             (caught + open_caught) / (incidents + open_incidents) if incidents + open_incidents else float("nan")
@@ -151,10 +170,24 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
             kind: {"incidents": n, "caught": hit, "recall": _round(hit / n)}
             for kind, (n, hit) in sorted(by_type.items())
         },
+        "by_age": {
+            band: {"incidents": n, "caught": hit, "recall": _round(hit / n if n else float("nan"))}
+            for band, (n, hit) in by_age.items()
+        },
         "alerts_by_rule": {
             rule: {"alerts": n, "true": hit, "precision": _round(hit / n)} for rule, (n, hit) in sorted(by_rule.items())
         },
     }
+
+
+def _age_names() -> list[str]:
+    """The bands' names, youngest first: "0-9", "10-49", "50-287", "288+"."""
+    ends = [f"-{upper - 1}" for upper in AGE_BANDS[1:]] + ["+"]
+    return [f"{lower}{end}" for lower, end in zip(AGE_BANDS, ends, strict=True)]
+
+
+def _age_name(age: int) -> str:
+    return _age_names()[int(np.searchsorted(AGE_BANDS, age, side="right")) - 1]
 
 
 def _round(value: float) -> float | None:

@@ -298,7 +298,7 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool, r
 
 def _cell(metric: str, value: Any) -> str:
     """A metric as the evaluate table shows it: the breakdowns as `name caught/total` lists."""
-    if metric == "by_type":
+    if metric in ("by_type", "by_age"):
         return ", ".join(f"{kind} {v['caught']}/{v['incidents']}" for kind, v in value.items()) or "-"
     if metric == "alerts_by_rule":
         return ", ".join(f"{rule} {v['true']}/{v['alerts']} true" for rule, v in value.items()) or "-"

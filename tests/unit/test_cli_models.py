@@ -64,6 +64,10 @@ def test_train_score_evaluate_round_trip(tmp_path: Path) -> None:
     assert by_type and set(by_type) <= set(NetworkGenerator.anomaly_types)
     assert sum(v["incidents"] for v in by_type.values()) == metrics["incidents"]
     assert sum(v["caught"] for v in by_type.values()) == metrics["incidents_caught"]
+    by_age = metrics["by_age"]
+    assert sum(v["incidents"] for v in by_age.values()) == metrics["incidents"]
+    assert sum(v["caught"] for v in by_age.values()) == metrics["incidents_caught"]
+    assert 0 < metrics["incidents_paged"] <= metrics["incidents_caught"]
     assert sum(v["alerts"] for v in by_rule.values()) == metrics["alerts"]
     assert all(0 <= v["true"] <= v["alerts"] for v in by_rule.values())
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

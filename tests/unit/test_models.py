@@ -468,6 +468,18 @@ def test_metrics_on_a_known_example() -> None:
         "score": {"alerts": 1, "true": 1, "precision": 1.0},
     }
     assert evaluate(events, grace=1)["by_type"] == {} and evaluate(events, grace=1)["alerts_by_rule"] == {}
+    # By the stream's age when an incident starts, and paged (an alert in it) apart from flagged:
+    # d's incident, at its 300th event, is flagged inside an episode still open, and pages nobody.
+    old = [ScoredEvent("d", t, 0, 0.1, False, False) for t in range(300)]
+    old += [ScoredEvent("d", 300, 1, 9.0, True, False), ScoredEvent("d", 301, 0, 0.1, False, False)]
+    m = evaluate(events + old, grace=1)
+    assert (m["incidents"], m["incidents_caught"], m["incidents_paged"]) == (3, 3, 2)
+    assert m["by_age"] == {
+        "0-9": {"incidents": 2, "caught": 2, "recall": 1.0},
+        "10-49": {"incidents": 0, "caught": 0, "recall": None},
+        "50-287": {"incidents": 0, "caught": 0, "recall": None},
+        "288+": {"incidents": 1, "caught": 1, "recall": 1.0},
+    }
     # PR-AUC ranks by the calibrated probability where every event has one (ties: by score): here
     # it puts the three labelled events first, where the raw score put two unlabelled ones ahead.
     assert evaluate(events, grace=1)["pr_auc"] < 1.0

@@ -41,6 +41,10 @@ __all__ = ["AGE_BANDS", "ScoredEvent", "average_precision", "evaluate"]
 # Lower bounds of the age bands: a stream's warm-up (calibration's default 10 events), its first
 # 50, and a day of 5-minute readings (288), past which its own tail has the most say.
 AGE_BANDS = (0, 10, 50, 288)
+# Their names, youngest first: "0-9", "10-49", "50-287", "288+".
+_AGE_NAMES = tuple(
+    f"{lower}{end}" for lower, end in zip(AGE_BANDS, [f"-{upper - 1}" for upper in AGE_BANDS[1:]] + ["+"], strict=True)
+)
 
 
 @dataclass
@@ -98,7 +102,7 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
     delays_ms: list[int] = []
     paged = 0
     by_type: dict[str, list[int]] = {}  # type → [incidents, caught]
-    by_age = {band: [0, 0] for band in _age_names()}  # band → [incidents, caught]
+    by_age = {band: [0, 0] for band in _AGE_NAMES}  # band → [incidents, caught]
     by_rule: dict[str, list[int]] = {}  # rule → [alerts, true]
 
     def alerted(e: ScoredEvent, true: bool) -> None:
@@ -180,14 +184,8 @@ def evaluate(events: Sequence[ScoredEvent], grace: int = 3) -> dict[str, Any]:
     }
 
 
-def _age_names() -> list[str]:
-    """The bands' names, youngest first: "0-9", "10-49", "50-287", "288+"."""
-    ends = [f"-{upper - 1}" for upper in AGE_BANDS[1:]] + ["+"]
-    return [f"{lower}{end}" for lower, end in zip(AGE_BANDS, ends, strict=True)]
-
-
 def _age_name(age: int) -> str:
-    return _age_names()[int(np.searchsorted(AGE_BANDS, age, side="right")) - 1]
+    return _AGE_NAMES[int(np.searchsorted(AGE_BANDS, age, side="right")) - 1]
 
 
 def _round(value: float) -> float | None:

@@ -76,13 +76,13 @@ class AnomalyLikelihood:
     def update(self, surprise: float, values: Sequence[float] | np.ndarray, state: LikelihoodState) -> float:
         """Score one event of the stream (its surprise and raw feature values), then learn it."""
         x = np.asarray(values, dtype=np.float64).reshape(1, -1)
-        outside = _outside_share(state.memory, x) if state.count else 0.0
+        bounds = state.memory[0, GATE_FIELDS:].copy()  # the range before this event: the gate widens it
         z, opened = advance_gate(self, state.memory, np.array([float(surprise)]), x, np.array([float(state.count)]))
         state.count += 1
         if state.count <= self.learning:
             return 0.5
         score = min(self._score(float(z[0]), state), LIKELIHOOD_TOP)
-        return 1.0 - (1.0 - LIKELIHOOD_TOP) / (1.0 + outside) if opened[0] else score
+        return 1.0 - (1.0 - LIKELIHOOD_TOP) / (1.0 + _outside_share(bounds, x[0])) if opened[0] else score
 
     def _score(self, z: float, state: LikelihoodState) -> float:
         likelihood = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
@@ -148,15 +148,14 @@ def advance_gate(
     return z, opened
 
 
-def _outside_share(memory: np.ndarray, values: np.ndarray) -> float:
-    """How far outside its stream's range so far (the gate's low and high) an event's values lie,
-    as a share of that range: the largest over its features (inf for a range of one value)."""
-    n = values.shape[1]
-    low, high = memory[0, GATE_FIELDS : GATE_FIELDS + n], memory[0, GATE_FIELDS + n :]
-    beyond = np.maximum(np.maximum(values[0] - high, low - values[0]), 0.0)
-    width = high - low
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(beyond > 0, np.where(width > 0, beyond / np.where(width > 0, width, 1.0), np.inf), 0.0)
+def _outside_share(bounds: np.ndarray, values: np.ndarray) -> float:
+    """How far outside its stream's range so far (``bounds``: the gate's per-feature lows, then
+    highs) an event's ``values`` lie, as a share of that range: the largest over its features (inf
+    for a range of one value). Asked only of an excursion, not of every event."""
+    low, high = np.split(bounds, 2)
+    beyond = np.maximum(np.maximum(values - high, low - values), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 inside a one-value range: not picked
+        share = np.where(beyond > 0, beyond / (high - low), 0.0)
     return float(share.max())
 
 

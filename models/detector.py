@@ -243,33 +243,17 @@ class Detector:
     ) -> tuple[list[Scored], list[StreamState]]:
         """One event for each of ``len(states)`` different streams; returns results and new states.
 
-        Objects in, objects out, calibrated stream by stream: the cheapest form for a few streams
-        (``step_batch`` is the worker's, in arrays; the two decide alike — tested)."""
+        Objects in, objects out: ``step_batch`` (the worker's form, in arrays) on a batch of these
+        states, one event each; ``states`` are left as they were."""
         if len(states) != len(events):
             raise ValueError(f"{len(states)} states for {len(events)} events")
         if not events:
             return [], []
+        batch = StateBatch.of(states, self.hidden, self.spec.norm_size)
         ts = np.array([t for t, _ in events], dtype=np.int64)
-        values = [v for _, v in events]
-        h = np.stack([s.h for s in states])
-        last = np.array([s.last_ts for s in states], dtype=np.int64)
-        norms = np.stack([s.norm for s in states])
-        out, h_new, new_norms = self._forward(h, last, norms, ts, values)
-        if self.spec.likelihood_gate:
-            out.gate_z, out.gate_open = self._advance_gate(
-                new_norms, out.surprise, self.spec.transform_values(values), norms[:, 0]
-            )
-        chances = self._chances(out)
-        # Each stream has one event here: its run is that event alone.
-        results = [
-            out.scored(self, i, self._decide_run(out, chances, range(i, i + 1), s.episode)[0])
-            for i, s in enumerate(states)
-        ]
-        new_states = [
-            StreamState(h=h_new[i], last_ts=int(ts[i]), episode=s.episode, norm=new_norms[i])
-            for i, s in enumerate(states)
-        ]
-        return results, new_states
+        out, decision, new = self.step_batch(batch, ts, [v for _, v in events])
+        results = [out.scored(self, i, decision.decision(i)) for i in range(len(events))]
+        return results, [new.row(i) for i in range(len(events))]
 
     def step_batch(
         self,
@@ -377,25 +361,6 @@ class Detector:
         back = np.empty_like(order)
         back[order] = np.arange(size)
         return out, decision, batch.take(back)
-
-    def _forward(
-        self,
-        h: np.ndarray,
-        last_ts: np.ndarray,
-        norms: np.ndarray,
-        ts: np.ndarray,
-        values: Sequence[Mapping[str, float]],
-    ) -> tuple[BatchScores, np.ndarray, np.ndarray]:
-        """The model's part of a step, before calibration: scores, new hidden states and statistics."""
-        targets = self._targets(ts, values, last_ts)
-        y, center, scale, new_norms = self.spec.normalise_batch(targets, norms)
-        x = self.spec.inputs(y, ts)
-        terms, mean, z, h_new = self.scorer.step(h, x, y)
-        stuck, level = self._rule_chances(new_norms)
-        out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
-        if self.spec.residual_rule:
-            out.stream_z, out.residual_tame, out.residual_law = self._advance_residual(new_norms, z, scale, norms[:, 0])
-        return out, h_new, new_norms
 
     def _rule_chances(self, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The stuck and level rules' chances of events, from their streams' memories after them

@@ -32,6 +32,27 @@ GATE = AnomalyLikelihood()
 _FEW_STREAMS = 8
 
 
+def _waves(
+    size: int, events: int, counts: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """How ``step_batch`` walks ``size`` streams' runs of ``counts`` events (None: one each):
+    the counts, where each stream's run starts, the streams longest run first, and the waves (the
+    w-th event of every stream that has one: with runs longest first, a prefix of them)."""
+    if counts is None:  # the common case (``step``, a worker batch of distinct streams): one wave
+        if events != size:
+            raise ValueError(f"{events} events for {size} streams")
+        one = np.arange(size)
+        return np.ones(size, dtype=np.int64), one, one, [one] if size else []
+    counts = np.asarray(counts, dtype=np.int64)
+    if int(counts.sum()) != events or (size and counts.min() < 1):
+        raise ValueError(f"counts {counts.tolist()[:10]} do not cover {events} events")
+    starts = np.cumsum(counts) - counts
+    order = np.argsort(-counts, kind="stable")
+    longest = int(counts.max()) if size else 0
+    active = np.searchsorted(-counts[order], -np.arange(1, longest + 1), side="right")
+    return counts, starts, order, [starts[order][: active[w]] + w for w in range(longest)]
+
+
 @dataclass
 class StreamState:
     """What the model keeps per stream between events."""
@@ -271,16 +292,8 @@ class Detector:
         the next (the recurrence, per-stream statistics, episodes) steps wave by wave, the w-th
         event of every stream that has one. ``states`` is left as it was."""
         size = len(states)
-        counts = np.ones(size, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
-        if int(counts.sum()) != len(ts) or (size and counts.min() < 1):
-            raise ValueError(f"counts {counts.tolist()[:10]} do not cover {len(ts)} events")
-        starts = np.cumsum(counts) - counts
-        # Longest runs first: the streams with a w-th event are then a prefix of the batch.
-        order = np.argsort(-counts, kind="stable")
+        counts, starts, order, waves = _waves(size, len(ts), counts)
         first_of = starts[order]
-        longest = int(counts.max()) if size else 0
-        active = np.searchsorted(-counts[order], -np.arange(1, longest + 1), side="right")
-        waves = [first_of[: active[w]] + w for w in range(longest)]
         batch = states.take(order)
 
         previous = np.empty(len(ts), dtype=np.int64)
@@ -358,6 +371,8 @@ class Detector:
             )
             batch.episode.put(rows, episode)
         batch.last_ts = ts[starts + counts - 1][order]
+        if len(waves) <= 1:  # one event per stream: the batch is in the given order already
+            return out, decision, batch
         back = np.empty_like(order)
         back[order] = np.arange(size)
         return out, decision, batch.take(back)

@@ -917,3 +917,16 @@ def test_step_leaves_the_states_it_was_given_as_they_were() -> None:
     assert result.alert and after.episode.open  # the spike opened an episode in the new state
     assert (state.h.tobytes(), state.norm.tobytes(), state.last_ts) == (h.tobytes(), norm.tobytes(), last_ts)
     assert state.episode == episode and not state.episode.open
+
+
+def test_step_batch_refuses_events_its_counts_do_not_cover() -> None:
+    detector = shipped("generic")
+    states = StateBatch.of([detector.new_state()] * 2, detector.hidden, detector.spec.norm_size)
+    ts = np.array([1_767_225_600_000, 1_767_225_600_000, 1_767_225_900_000], dtype=np.int64)
+    values = [{"value": 1.0}] * 3
+    with pytest.raises(ValueError, match="3 events for 2 streams"):
+        detector.step_batch(states, ts, values)
+    with pytest.raises(ValueError, match="do not cover 3 events"):
+        detector.step_batch(states, ts, values, np.array([1, 1]))
+    _, decision, new = detector.step_batch(states, ts, values, np.array([1, 2]))
+    assert len(decision.probability) == 3 and new.last_ts.tolist() == [ts[0], ts[2]]

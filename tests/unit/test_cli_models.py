@@ -131,6 +131,8 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -
     assert all((tmp_path / "report" / href).stat().st_size > 10_000 for href, _ in links)
     assert (tmp_path / "report" / "leaderboard.png").stat().st_size > 10_000
     assert f"<td>{report['standard']:.1f}</td>" in page and "<td>ARTime</td><td>74.9</td>" in page
+    # Beside the published rows, what they were told that ours is not.
+    assert "<p class=caveat>" in page and "over the whole file" in page
     # The baseline's row is grey as in the leaderboard, not highlighted as ours.
     assert f"<tr class=baseline><td>baseline: running z-score</td><td>{baseline['standard']:.1f}</td>" in page
     # Per file, the baseline's share beside ours: the first file's row carries both.

@@ -34,23 +34,25 @@ _FEW_STREAMS = 8
 
 def _waves(
     size: int, events: int, counts: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
     """How ``step_batch`` walks ``size`` streams' runs of ``counts`` events (None: one each):
-    the counts, where each stream's run starts, the streams longest run first, and the waves (the
-    w-th event of every stream that has one: with runs longest first, a prefix of them)."""
+    the counts, where each stream's run starts, the streams longest run first, where their runs
+    start in that order, and the waves (the w-th event of every stream that has one: with runs
+    longest first, a prefix of them)."""
     if counts is None:  # the common case (``step``, a worker batch of distinct streams): one wave
         if events != size:
             raise ValueError(f"{events} events for {size} streams")
         one = np.arange(size)
-        return np.ones(size, dtype=np.int64), one, one, [one] if size else []
+        return np.ones(size, dtype=np.int64), one, one, one, [one] if size else []
     counts = np.asarray(counts, dtype=np.int64)
     if int(counts.sum()) != events or (size and counts.min() < 1):
         raise ValueError(f"counts {counts.tolist()[:10]} do not cover {events} events")
     starts = np.cumsum(counts) - counts
     order = np.argsort(-counts, kind="stable")
+    first_of = starts[order]
     longest = int(counts.max()) if size else 0
     active = np.searchsorted(-counts[order], -np.arange(1, longest + 1), side="right")
-    return counts, starts, order, [starts[order][: active[w]] + w for w in range(longest)]
+    return counts, starts, order, first_of, [first_of[: active[w]] + w for w in range(longest)]
 
 
 @dataclass
@@ -292,8 +294,7 @@ class Detector:
         the next (the recurrence, per-stream statistics, episodes) steps wave by wave, the w-th
         event of every stream that has one. ``states`` is left as it was."""
         size = len(states)
-        counts, starts, order, waves = _waves(size, len(ts), counts)
-        first_of = starts[order]
+        counts, starts, order, first_of, waves = _waves(size, len(ts), counts)
         batch = states.take(order)
 
         previous = np.empty(len(ts), dtype=np.int64)

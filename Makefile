@@ -74,7 +74,7 @@ WIDE_KINDS := generic
 # model wrote (generic 3: the residual rule counts excursions, one more float a value; all kinds
 # next: the time gap left the score, every calibration refitted; generic 5: spells of zeros keep
 # their own repeat counts, two more floats a value).
-MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=5
+MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=6
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \

@@ -19,6 +19,7 @@ from models.features import FeatureSpec
 from models.likelihood import AnomalyLikelihood, advance_gate
 from models.residual import advance_residual
 from models.scorer import GRUScorer
+from models.seasonal import advance_seasonal
 
 if TYPE_CHECKING:
     from models.gru import GRUDetector
@@ -304,6 +305,9 @@ class Detector:
         spec = self.spec
         cal = self.calibration
         stuck, level = np.ones(len(ts)), np.ones(len(ts))
+        # Per event, the level rule's autocorrelation after it (the seasonal rule's word on where
+        # it judges), kept as the normalisation passes wave by wave.
+        level_ac = np.zeros((len(ts), len(spec.names))) if spec.seasonal_rule else None
         # Events each stream had seen (stream_norm's count): the residual rule's and the gate's,
         # wave by wave.
         seen = batch.norm[:, 0].copy() if spec.stream_norm else np.zeros(len(batch))
@@ -316,13 +320,15 @@ class Detector:
                     targets[index], batch.norm[prefix]
                 )
                 stuck[index], level[index] = self._rule_chances(batch.norm[prefix])
+                if level_ac is not None:
+                    level_ac[index] = spec.level_autocorrelation(batch.norm[prefix])
         else:
             y, center, scale, _ = spec.normalise_batch(targets, batch.norm[:0])
         terms, mean, z, batch.h = self.scorer.runs(batch.h, spec.inputs(y, ts), y, waves)
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if spec.residual_rule:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
-        if spec.residual_rule or spec.likelihood_gate:
+        if spec.residual_rule or spec.likelihood_gate or level_ac is not None:
             # What they say of an event depends on the stream's earlier events: wave by wave.
             n = len(spec.names)
             for wave, index in enumerate(waves):
@@ -335,6 +341,9 @@ class Detector:
                     out.gate_z[index], out.gate_open[index] = self._advance_gate(
                         memory, out.surprise[index], targets[index, :n], count
                     )
+                if level_ac is not None:
+                    chance = self._advance_seasonal(memory, targets[index, :n], ts[index], count, level_ac[index])
+                    out.level[index] = np.minimum(out.level[index], np.where(out.residual_tame[index], chance, 1.0))
 
         chances = self._chances(out)
         by_term, by_residual = chances
@@ -416,6 +425,17 @@ class Detector:
         residual = z[:, :names].astype(np.float64) * scale[:, :names]
         return advance_residual(memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64))
 
+    def _advance_seasonal(
+        self, memory: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: np.ndarray, level_ac: np.ndarray
+    ) -> np.ndarray:
+        """Advance the seasonal rule of streams whose memories are the rows of ``memory`` (updated
+        in place) by one event each: their transformed values, times, the events each had seen
+        before and the level rule's autocorrelation after it. Returns the events' chances
+        (models.seasonal.advance_seasonal)."""
+        return advance_seasonal(
+            memory[:, self.spec.seasonal_slice], values, ts, np.asarray(seen, dtype=np.float64), level_ac
+        )
+
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
         neither depends on the episode, so a run computes them once."""
@@ -448,13 +468,20 @@ class Detector:
         stuck, level = self._rule_chances(memory)
         out = BatchScores.of(terms, mean, z, y, center, scale, [v for _, v in events], stuck, level)
         last = memory[-1].copy()
+        row = last[None, :]
         if self.spec.residual_rule:  # what it says of an event depends on the stream's earlier events
-            row = last[None, :]
             out.stream_z = np.zeros((len(events), len(self.spec.names)))
             for i in range(len(events)):
                 out.stream_z[i : i + 1], out.residual_tame[i : i + 1], out.residual_law[i : i + 1] = (
                     self._advance_residual(row, z[i : i + 1], scale[i : i + 1], state.norm[:1] + i)
                 )
+        if self.spec.seasonal_rule:  # what it says of an event depends on the stream's earlier events
+            values = targets[:, : len(self.spec.names)]
+            level_ac = self.spec.level_autocorrelation(memory)
+            for i in range(len(events)):
+                at = slice(i, i + 1)
+                chance = self._advance_seasonal(row, values[at], ts[at], state.norm[:1] + i, level_ac[at])
+                out.level[at] = np.minimum(out.level[at], np.where(out.residual_tame[at], chance, 1.0))
         return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:

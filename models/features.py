@@ -22,6 +22,7 @@ import numpy as np
 from models.likelihood import gate_size
 from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
+from models.seasonal import seasonal_size
 
 __all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
 
@@ -143,6 +144,14 @@ class FeatureSpec:
     # Needs stream_norm (whose count it reads). Costs two floats per feature of stream state (the
     # spread, and the tail that makes a stream tame).
     residual_rule: bool = False
+    # A decision rule for a level that has moved against the stream's own days (models.seasonal):
+    # a drift or a shift in a daily cycle, where the level rule is silent. The detector advances
+    # it after each step, and heeds it on tame streams only (models.residual: real series, whose
+    # days differ, were paged 136 more times on NAB without that); the spec only keeps its place
+    # in the memory. Needs the level rule (it judges only where that cannot) and the residual
+    # rule (whose word on tameness it takes). Costs ~130 floats per feature of stream state: three days
+    # of hourly means.
+    seasonal_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -157,6 +166,10 @@ class FeatureSpec:
             raise ValueError("the residual rule needs per-stream statistics (stream_norm)")
         if self.likelihood_gate and not self.stream_norm:
             raise ValueError("the likelihood gate needs per-stream statistics (stream_norm)")
+        if self.seasonal_rule and not (self.level_rule and self.residual_rule):
+            raise ValueError(
+                "the seasonal rule needs the level rule (it judges where that cannot) and the residual rule"
+            )
 
     @property
     def n_targets(self) -> int:
@@ -241,9 +254,10 @@ class FeatureSpec:
         starting at 0 (stuck_rule), then each
         feature's two CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then
         the residual rule's spreads, excursion counts and last excursions (residual_rule), then the
-        likelihood gate's statistics (likelihood_gate)."""
+        seasonal rule's days (seasonal_rule), then the likelihood gate's statistics
+        (likelihood_gate)."""
         n = len(self.names)
-        return self.residual_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
+        return self.seasonal_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
 
     @property
     def _runs_end(self) -> int:
@@ -273,6 +287,19 @@ class FeatureSpec:
         """Where the residual rule's memory sits in a stream's memory (empty when off)."""
         start = self._level_slice.stop
         return slice(start, start + (residual_size(len(self.names)) if self.residual_rule else 0))
+
+    @property
+    def seasonal_slice(self) -> slice:
+        """Where the seasonal rule's memory sits in a stream's memory (empty when off)."""
+        start = self.residual_slice.stop
+        return slice(start, start + (seasonal_size(len(self.names)) if self.seasonal_rule else 0))
+
+    def level_autocorrelation(self, norms: np.ndarray) -> np.ndarray:
+        """Per stream and feature, the level rule's lag-1 autocorrelation of its standardised
+        values, from its memory (B, norm_size); zeros when the rule is off."""
+        if not self.level_rule:
+            return np.zeros((len(norms), len(self.names)))
+        return np.split(norms[:, self._level_slice], 4, axis=1)[2]
 
     def new_norm(self) -> np.ndarray:
         return np.zeros(self.norm_size, dtype=np.float64)

@@ -142,7 +142,8 @@ def test_the_gate_only_holds_back_what_the_streams_history_does_not_back() -> No
 
 
 @pytest.mark.parametrize(
-    "module", ["models.likelihood", "models.features", "models.nab", "models.residual", "pipeline.nab_eval"]
+    "module",
+    ["models.likelihood", "models.features", "models.nab", "models.residual", "models.seasonal", "pipeline.nab_eval"],
 )
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))

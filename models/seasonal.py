@@ -1,0 +1,176 @@
+"""The seasonal rule: a level that has moved against what the stream's own days look like.
+
+The level rule (FeatureSpec.level_rule) catches a slow drift or a shift in a stream of
+independent noise about a level; in a daily cycle it stays silent, since the cycle makes the
+stream's values autocorrelated, and the GRU, a one-step predictor, follows a slow ramp step by
+step. Against the stream's own typical day, though, the cycle cancels and what is left is noise:
+a drift or a shift then stands out as a run of deviations on one side. Per stream and feature the
+rule keeps a profile of the day, hour by hour (UTC), and runs the level rule's two-sided CUSUM on
+each value's deviation from it (linearly interpolated between the hours' readings), standardised
+by the deviations' own running spread. An hour's mean stands at the time within the hour its
+readings come: the middle for a stream read every few minutes, its minute for one read once an
+hour (the circular mean of the minutes, where they agree).
+
+The profile is, per hour, the median of the last SEASONAL_DAYS days' means for that hour: an
+incident on one day (synthetic streams have many: one reading in ten is anomalous on the
+training data) does not come back as a false alarm at the same time the next day, which an
+averaged profile made it do. A stream is judged once every hour holds SEASONAL_DAYS days, its
+deviations have had _HISTORY events, and only where the level rule cannot be: the stream's
+standardised values are autocorrelated (lag 1 at _RHO or more, so the level rule is silent) but
+their deviations from its day are not (under _RHO: a wandering level is no noisier against its
+day than it was). The chance of an event is the sums' stationary tail, 2·exp(-2·s) per direction,
+as for the level rule.
+
+Memory per stream: the day of its last event (plus one; 0: none yet), the mean of its readings'
+minute as a point on a circle (two floats), then per feature the
+hourly means of the last SEASONAL_DAYS days (NaN until filled), the current day's hourly means
+and counts, and seven scalars (the deviations' mean square and count, their lag-1
+autocorrelation and its count, the last standardised deviation, the two sums):
+``seasonal_size``.
+
+>>> memory = np.zeros((1, seasonal_size(1)))
+>>> rng, hour = np.random.default_rng(0), 3_600_000
+>>> def step(i, shift):  # hourly readings at minute 10 of a daily cycle about 10, noise 0.2
+...     ts = i * hour + 600_000
+...     v = 10 + 3 * np.sin(2 * np.pi * (ts % DAY_MS) / DAY_MS) + rng.normal(0, 0.2) + shift
+...     chance = advance_seasonal(memory, np.array([[v]]), np.array([ts]), np.array([i]), np.array([[0.9]]))
+...     return float(chance[0])
+>>> quiet = [step(i, 0.0) for i in range(24 * 10)]
+>>> min(quiet) > 1e-4, quiet[24 * 3]  # nothing judged before the profile holds three days
+(True, 1.0)
+>>> shifted = [step(i, 1.0) for i in range(24 * 10, 24 * 10 + 12)]  # a shift of 5 noise sds
+>>> min(shifted) < 1e-6
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["DAY_MS", "SEASONAL_DAYS", "advance_seasonal", "seasonal_size"]
+
+DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
+BINS = 24
+# Days a profile's hours take their median over: three outvote one day's incident.
+SEASONAL_DAYS = 3
+# Deviations before a stream's sums start (their spread and autocorrelation need a history).
+_HISTORY = 50
+_RHO = 0.3  # the level rule's bound on lag-1 autocorrelation (models.features._LEVEL_RHO)
+_K = 1.0  # the sums' reference, in spreads (models.features.LEVEL_K)
+_CLIP = 4.0  # one wild deviation moves a sum by at most _CLIP - _K
+_CAP = 10.0  # sums drain soon after the stream returns
+_HOLD = 4.0  # while a sum is past this, the autocorrelation does not learn (a drift would lift it)
+_ALPHA = 0.01  # spread and autocorrelation: exact means while young, then ~the last 100 events
+_SCALARS = 7
+
+
+# An hour's readings agree on their minute when the circular mean of their minutes is this long.
+_ONE_MINUTE = 0.9
+_STREAM = 3  # per-stream floats: day, minute (cos, sin)
+
+
+def seasonal_size(features: int) -> int:
+    """Floats of stream memory the rule keeps for ``features`` values."""
+    return _STREAM + features * (BINS * SEASONAL_DAYS + 2 * BINS + _SCALARS)
+
+
+def _parts(memory: np.ndarray, features: int) -> tuple[np.ndarray, ...]:
+    """Views into ``memory`` (B, seasonal_size): day, minute (B, 2), days (B, f, BINS, SEASONAL_DAYS), today's
+    means and counts (B, f, BINS), scalars (B, f, _SCALARS)."""
+    b = len(memory)
+    days_end = _STREAM + features * BINS * SEASONAL_DAYS
+    today_end = days_end + features * BINS
+    counts_end = today_end + features * BINS
+    parts = (
+        memory[:, 0],
+        memory[:, 1:_STREAM],
+        memory[:, _STREAM:days_end].reshape(b, features, BINS, SEASONAL_DAYS),
+        memory[:, days_end:today_end].reshape(b, features, BINS),
+        memory[:, today_end:counts_end].reshape(b, features, BINS),
+        memory[:, counts_end:].reshape(b, features, _SCALARS),
+    )
+    # Updated in place: a reshape that had to copy would lose the update.
+    if b and not all(np.shares_memory(part, memory) for part in parts):
+        raise ValueError("the seasonal memory's rows must each be contiguous")
+    return parts
+
+
+def advance_seasonal(
+    memory: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: np.ndarray, level_autocorrelation: np.ndarray
+) -> np.ndarray:
+    """One event for each of several streams: ``memory`` (B, seasonal_size) is updated in place
+        with the values (B, features) at times ``ts`` (B,, epoch ms); ``seen`` (B,): the events each
+    stream had seen before; ``level_autocorrelation`` (B,
+        features) is the level rule's lag-1 autocorrelation of each stream's standardised values.
+        Returns each event's chance (B,): the rarest feature's two-sided tail, times two directions
+        and the number of features; 1 where the stream is not judged."""
+    values = np.asarray(values, dtype=np.float64)
+    features = values.shape[1]
+    day_plus_one, minute, days, today, counts, scalars = _parts(memory, features)
+    day = ts // DAY_MS
+    fresh = day_plus_one == 0
+    days[fresh] = np.nan
+    # A new day: each hour the stream was seen in yesterday joins its last days, the oldest out.
+    rolled = ~fresh & (day_plus_one != day + 1)
+    if rolled.any():
+        filled = rolled[:, None, None] & (counts > 0)
+        shifted = np.concatenate([days[..., 1:], today[..., None]], axis=-1)
+        days[filled] = shifted[filled]
+        today[rolled] = 0.0
+        counts[rolled] = 0.0
+    day_plus_one[:] = day + 1
+
+    hour = (ts % DAY_MS) / _HOUR_MS
+    angle = 2.0 * np.pi * (hour % 1.0)
+    weight = np.maximum(1.0 / (np.asarray(seen, dtype=np.float64) + 1.0), _ALPHA)[:, None]
+    minute += weight * (np.stack([np.cos(angle), np.sin(angle)], axis=1) - minute)
+    agreed = np.hypot(minute[:, 0], minute[:, 1]) >= _ONE_MINUTE
+    centre = np.where(agreed, (np.arctan2(minute[:, 1], minute[:, 0]) / (2.0 * np.pi)) % 1.0, 0.5)
+    rows = np.arange(len(ts))
+    chance = np.ones(len(ts))
+    complete = ~np.isnan(days).any(axis=(2, 3)).any(axis=1)
+    if complete.any():
+        # The profile between the readings of the hours either side of this one.
+        position = hour - centre
+        before = np.floor(position).astype(np.int64) % BINS
+        after = (before + 1) % BINS
+        share = (position - np.floor(position))[:, None]
+        profile = np.median(days, axis=-1)  # (B, f, BINS)
+        expected = profile[rows, :, before] * (1.0 - share) + profile[rows, :, after] * share
+        chance = _advance_sums(scalars, values - expected, complete, level_autocorrelation)
+    bin_now = np.floor(hour).astype(np.int64) % BINS
+    n = counts[rows, :, bin_now] + 1.0
+    counts[rows, :, bin_now] = n
+    today[rows, :, bin_now] += (values - today[rows, :, bin_now]) / n
+    return chance
+
+
+def _advance_sums(
+    scalars: np.ndarray, deviation: np.ndarray, complete: np.ndarray, level_autocorrelation: np.ndarray
+) -> np.ndarray:
+    """Advance the CUSUMs of the deviations from the profile (rows where ``complete``); returns
+    the events' chances."""
+    square, n, autocorrelation, judged_n, last, up, down = (scalars[..., k] for k in range(_SCALARS))
+    live = complete[:, None] & np.ones_like(n, dtype=bool)
+    spread = np.sqrt(np.maximum(square, 1e-300))
+    standing = live & (n >= 10)
+    v = np.where(standing, np.clip(deviation / spread, -_CLIP, _CLIP), 0.0)
+    summing = standing & (judged_n >= _HISTORY)
+    up[:] = np.where(summing, np.clip(up + v - _K, 0.0, _CAP), up)
+    down[:] = np.where(summing, np.clip(down - v - _K, 0.0, _CAP), down)
+    judged = summing & (autocorrelation < _RHO) & (level_autocorrelation >= _RHO)
+    tail = np.where(judged, np.exp(-2.0 * _K * np.maximum(up, down)), 1.0)
+    # The autocorrelation learns from every standing deviation but those of a shift under way.
+    learning = standing & ~((autocorrelation < _RHO) & (np.maximum(up, down) > _HOLD))
+    judged_n += learning
+    weight = np.maximum(1.0 / np.maximum(judged_n, 1.0), _ALPHA)
+    autocorrelation[:] = np.where(learning, autocorrelation + weight * (v * last - autocorrelation), autocorrelation)
+    last[:] = np.where(standing, v, last)
+    # The spread learns from deviations clipped at 3 of it: an incident does not teach it noise.
+    clipped = np.where(n >= 10, np.clip(deviation, -3.0 * spread, 3.0 * spread), deviation)
+    n += live
+    weight = np.maximum(1.0 / np.maximum(n, 1.0), _ALPHA)
+    square[:] = np.where(live, square + weight * (clipped * clipped - square), square)
+    features = deviation.shape[1]
+    return np.minimum(1.0, tail.min(axis=1) * 2 * features)

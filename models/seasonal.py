@@ -14,19 +14,18 @@ hour (the circular mean of the minutes, where they agree).
 The profile is, per hour, the median of the last SEASONAL_DAYS days' means for that hour: an
 incident on one day (synthetic streams have many: one reading in ten is anomalous on the
 training data) does not come back as a false alarm at the same time the next day, which an
-averaged profile made it do. A stream is judged once every hour holds SEASONAL_DAYS days, its
-deviations have had _HISTORY events, and only where the level rule cannot be: the stream's
-standardised values are autocorrelated (lag 1 at _RHO or more, so the level rule is silent) but
-their deviations from its day are not (under _RHO: a wandering level is no noisier against its
-day than it was). The chance of an event is the sums' stationary tail, 2·exp(-2·s) per direction,
-as for the level rule.
+averaged profile made it do. An event is judged once the hours either side of it hold
+SEASONAL_DAYS days and the deviations have had _HISTORY events, and only where the level rule
+cannot judge: the stream's standardised values are autocorrelated (lag 1 at _RHO or more, so
+the level rule is silent) but their deviations from its day are not (under _RHO: a wandering
+level is no steadier against its day than it was). Its chance is the sums' stationary tail,
+2·exp(-2·s) per direction, as for the level rule.
 
-Memory per stream: the day of its last event (plus one; 0: none yet), the mean of its readings'
-minute as a point on a circle (two floats), then per feature the
-hourly means of the last SEASONAL_DAYS days (NaN until filled), the current day's hourly means
-and counts, and seven scalars (the deviations' mean square and count, their lag-1
-autocorrelation and its count, the last standardised deviation, the two sums):
-``seasonal_size``.
+Memory per stream: the day of its last event (plus one; 0: none yet) and the mean of its
+readings' minute as a point on a circle (two floats); then per feature the hourly means of the
+last SEASONAL_DAYS days (NaN until filled), the current day's hourly means and counts, and seven
+scalars (the deviations' mean square and count, their lag-1 autocorrelation and its count, the
+last standardised deviation, the two sums): ``seasonal_size``.
 
 >>> memory = np.zeros((1, seasonal_size(1)))
 >>> rng, hour = np.random.default_rng(0), 3_600_000
@@ -100,11 +99,11 @@ def advance_seasonal(
     memory: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: np.ndarray, level_autocorrelation: np.ndarray
 ) -> np.ndarray:
     """One event for each of several streams: ``memory`` (B, seasonal_size) is updated in place
-        with the values (B, features) at times ``ts`` (B,, epoch ms); ``seen`` (B,): the events each
-    stream had seen before; ``level_autocorrelation`` (B,
-        features) is the level rule's lag-1 autocorrelation of each stream's standardised values.
-        Returns each event's chance (B,): the rarest feature's two-sided tail, times two directions
-        and the number of features; 1 where the stream is not judged."""
+    with the values (B, features) at times ``ts`` (B,, epoch ms); ``seen`` (B,): the events each
+    stream had seen before; ``level_autocorrelation`` (B, features) is the level rule's lag-1
+    autocorrelation of each stream's standardised values. Returns each event's chance (B,): the
+    rarest feature's two-sided tail, times two directions and the number of features; 1 where
+    the stream is not judged."""
     values = np.asarray(values, dtype=np.float64)
     features = values.shape[1]
     day_plus_one, minute, days, today, counts, scalars = _parts(memory, features)
@@ -112,11 +111,12 @@ def advance_seasonal(
     fresh = day_plus_one == 0
     days[fresh] = np.nan
     # A new day: each hour the stream was seen in yesterday joins its last days, the oldest out.
-    rolled = ~fresh & (day_plus_one != day + 1)
-    if rolled.any():
-        filled = rolled[:, None, None] & (counts > 0)
-        shifted = np.concatenate([days[..., 1:], today[..., None]], axis=-1)
-        days[filled] = shifted[filled]
+    rolled = np.flatnonzero(~fresh & (day_plus_one != day + 1))
+    if len(rolled):
+        filled = counts[rolled] > 0
+        kept = days[rolled]
+        kept[filled] = np.concatenate([kept[..., 1:], today[rolled][..., None]], axis=-1)[filled]
+        days[rolled] = kept
         today[rolled] = 0.0
         counts[rolled] = 0.0
     day_plus_one[:] = day + 1
@@ -127,17 +127,18 @@ def advance_seasonal(
     minute += weight * (np.stack([np.cos(angle), np.sin(angle)], axis=1) - minute)
     agreed = np.hypot(minute[:, 0], minute[:, 1]) >= _ONE_MINUTE
     centre = np.where(agreed, (np.arctan2(minute[:, 1], minute[:, 0]) / (2.0 * np.pi)) % 1.0, 0.5)
+    # The profile between the readings of the hours either side of this one: judged once both
+    # hold SEASONAL_DAYS days (a stream read in working hours only is judged in them).
+    position = hour - centre
     rows = np.arange(len(ts))
+    before = np.floor(position).astype(np.int64) % BINS
+    after = (before + 1) % BINS
+    share = (position - np.floor(position))[:, None]
+    either = days[rows, :, before], days[rows, :, after]  # (B, f, SEASONAL_DAYS) each
+    complete = ~(np.isnan(either[0]).any(axis=-1) | np.isnan(either[1]).any(axis=-1))
     chance = np.ones(len(ts))
-    complete = ~np.isnan(days).any(axis=(2, 3)).any(axis=1)
     if complete.any():
-        # The profile between the readings of the hours either side of this one.
-        position = hour - centre
-        before = np.floor(position).astype(np.int64) % BINS
-        after = (before + 1) % BINS
-        share = (position - np.floor(position))[:, None]
-        profile = np.median(days, axis=-1)  # (B, f, BINS)
-        expected = profile[rows, :, before] * (1.0 - share) + profile[rows, :, after] * share
+        expected = np.median(either[0], axis=-1) * (1.0 - share) + np.median(either[1], axis=-1) * share
         chance = _advance_sums(scalars, values - expected, complete, level_autocorrelation)
     bin_now = np.floor(hour).astype(np.int64) % BINS
     n = counts[rows, :, bin_now] + 1.0
@@ -149,10 +150,10 @@ def advance_seasonal(
 def _advance_sums(
     scalars: np.ndarray, deviation: np.ndarray, complete: np.ndarray, level_autocorrelation: np.ndarray
 ) -> np.ndarray:
-    """Advance the CUSUMs of the deviations from the profile (rows where ``complete``); returns
-    the events' chances."""
+    """Advance the CUSUMs of the deviations from the profile (B, features; where ``complete``);
+    returns the events' chances."""
     square, n, autocorrelation, judged_n, last, up, down = (scalars[..., k] for k in range(_SCALARS))
-    live = complete[:, None] & np.ones_like(n, dtype=bool)
+    live = complete
     spread = np.sqrt(np.maximum(square, 1e-300))
     standing = live & (n >= 10)
     v = np.where(standing, np.clip(deviation / spread, -_CLIP, _CLIP), 0.0)

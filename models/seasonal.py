@@ -111,7 +111,8 @@ def advance_seasonal(
     fresh = day_plus_one == 0
     days[fresh] = np.nan
     # A new day: each hour the stream was seen in yesterday joins its last days, the oldest out.
-    rolled = np.flatnonzero(~fresh & (day_plus_one != day + 1))
+    # A late event from an earlier day counts in the current one: it does not start a day.
+    rolled = np.flatnonzero(~fresh & (day + 1 > day_plus_one))
     if len(rolled):
         filled = counts[rolled] > 0
         kept = days[rolled]
@@ -119,7 +120,7 @@ def advance_seasonal(
         days[rolled] = kept
         today[rolled] = 0.0
         counts[rolled] = 0.0
-    day_plus_one[:] = day + 1
+    day_plus_one[:] = np.maximum(day_plus_one, day + 1)
 
     hour = (ts % DAY_MS) / _HOUR_MS
     angle = 2.0 * np.pi * (hour % 1.0)

@@ -29,6 +29,8 @@ from models.features import DEFAULT_SPECS, FLAG_LOG_SCALE_MIN, FeatureSpec
 from models.gru import GRUDetector
 from models.residual import RESIDUAL_HISTORY, TAIL_HISTORY, TAME_LAW_HISTORY
 from models.scorer import LOG_SCALE_MIN
+from models.seasonal import DAY_MS, advance_seasonal, seasonal_size
+from models.seasonal import _parts as seasonal_parts
 from models.train import TrainConfig, train_detector
 from producers.generic import GenericGenerator
 from producers.network import NetworkGenerator
@@ -985,3 +987,24 @@ def test_the_seasonal_rule_is_the_same_online_and_offline() -> None:
             (r.probability, r.anomalous, r.rule) for r in offline[key]
         ]
     assert all(any(r.rule == "level" for r in offline[k]) for k in streams)
+
+
+def test_a_late_event_does_not_start_a_day_in_the_seasonal_profile() -> None:
+    """Days roll forward only: an event stamped the day before (a late arrival) counts in the
+    current day, and the days already kept stay as they were."""
+    memory = np.zeros((1, seasonal_size(1)))
+    hour = 3_600_000
+
+    def step(ts: int, value: float) -> None:
+        advance_seasonal(memory, np.array([[value]]), np.array([ts]), np.array([0.0]), np.zeros((1, 1)))
+
+    for i in range(24 * 4):
+        step(i * hour, float(i // 24))  # days 0, 1, 2 and 3 read 0, 1, 2 and 3
+    day_plus_one, _, days, today, counts, _ = seasonal_parts(memory, 1)
+    kept = days.copy()
+    step(2 * DAY_MS + 5 * hour + 60_000, 50.0)  # late: day 2, hour 5
+    assert day_plus_one[0] == 4  # still day 3
+    np.testing.assert_array_equal(days, kept)
+    assert counts[0, 0, 5] == 2 and today[0, 0, 5] == (3 + 50) / 2
+    step(4 * DAY_MS, 4.0)  # day 4: day 3's hours join the kept days, the late reading with them
+    assert days[0, 0, 5, -1] == (3 + 50) / 2 and days[0, 0, 5, -2] == 2.0

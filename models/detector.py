@@ -8,6 +8,7 @@ the same scores to float tolerance and bit-identical states, however events are 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,9 @@ class BatchScores:
     residual_tame: np.ndarray
     # The chance of its largest residual under a tame stream's light-tailed law (1: none).
     residual_law: np.ndarray
+    # Per event and feature, its usual value at that time of day (models.seasonal; NaN while its
+    # stream has no such profile; no columns when the rule is off).
+    usual: np.ndarray
 
     @classmethod
     def of(
@@ -171,6 +175,7 @@ class BatchScores:
             stream_z,
             tame,
             np.ones(len(score)),
+            np.zeros((len(score), 0)),
         )
 
     @property
@@ -193,6 +198,7 @@ class BatchScores:
                 self.center[i],
                 self.scale[i],
                 self.stream_z[i],
+                self.usual[i],
             )
         return Scored(
             float(self.score[i]),
@@ -328,6 +334,8 @@ class Detector:
         out = BatchScores.of(terms, mean, z, y, center, scale, values, stuck, level)
         if spec.residual_rule:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
+        if level_ac is not None:
+            out.usual = np.full((len(ts), len(spec.names)), np.nan)
         if spec.residual_rule or spec.likelihood_gate or level_ac is not None:
             # What they say of an event depends on the stream's earlier events: wave by wave.
             n = len(spec.names)
@@ -342,7 +350,9 @@ class Detector:
                         memory, out.surprise[index], targets[index, :n], count
                     )
                 if level_ac is not None:
-                    chance = self._advance_seasonal(memory, targets[index, :n], ts[index], count, level_ac[index])
+                    chance, out.usual[index] = self._advance_seasonal(
+                        memory, targets[index, :n], ts[index], count, level_ac[index]
+                    )
                     out.level[index] = np.minimum(out.level[index], np.where(out.residual_tame[index], chance, 1.0))
 
         chances = self._chances(out)
@@ -427,11 +437,11 @@ class Detector:
 
     def _advance_seasonal(
         self, memory: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: np.ndarray, level_ac: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the seasonal rule of streams whose memories are the rows of ``memory`` (updated
         in place) by one event each: their transformed values, times, the events each had seen
-        before and the level rule's autocorrelation after it. Returns the events' chances
-        (models.seasonal.advance_seasonal)."""
+        before and the level rule's autocorrelation after it. Returns the events' chances and
+        their values' usual levels (models.seasonal.advance_seasonal)."""
         return advance_seasonal(
             memory[:, self.spec.seasonal_slice], values, ts, np.asarray(seen, dtype=np.float64), level_ac
         )
@@ -478,9 +488,12 @@ class Detector:
         if self.spec.seasonal_rule:  # what it says of an event depends on the stream's earlier events
             values = targets[:, : len(self.spec.names)]
             level_ac = self.spec.level_autocorrelation(memory)
+            out.usual = np.full(values.shape, np.nan)
             for i in range(len(events)):
                 at = slice(i, i + 1)
-                chance = self._advance_seasonal(row, values[at], ts[at], state.norm[:1] + i, level_ac[at])
+                chance, out.usual[at] = self._advance_seasonal(
+                    row, values[at], ts[at], state.norm[:1] + i, level_ac[at]
+                )
                 out.level[at] = np.minimum(out.level[at], np.where(out.residual_tame[at], chance, 1.0))
         return out, h_last, last
 
@@ -531,15 +544,18 @@ class Detector:
         center: np.ndarray | None = None,
         scale: np.ndarray | None = None,
         stream_z: np.ndarray | None = None,
+        usual: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         """The targets that cost the most likelihood: actual and expected (raw units) and z (the
         residual whitened by the predicted covariance: given the features before it); with the
-        residual rule, a feature's ``z_stream`` too (that residual against its stream's own)."""
+        residual rule, a feature's ``z_stream`` too (that residual against its stream's own); with
+        the seasonal rule, its ``usual`` value at that time of day, once its stream has one."""
         expected = self.spec.denormalise(mean.astype(np.float64), center, scale)
         actual = self.spec.denormalise(y, center, scale)
         order = np.argsort(-terms)[:TOP_FEATURES]
         names = self.spec.target_names
         stream_z = np.zeros(0) if stream_z is None else stream_z
+        usual = self.spec.untransform(usual) if usual is not None and len(usual) else np.zeros(0)
         out: list[dict[str, Any]] = []
         for j in order:
             item = {
@@ -550,5 +566,7 @@ class Detector:
             }
             if j < len(stream_z) and stream_z[j]:
                 item["z_stream"] = round(float(stream_z[j]), 2)
+            if j < len(usual) and math.isfinite(usual[j]):
+                item["usual"] = round(float(usual[j]), 4)
             out.append(item)
         return out

@@ -496,6 +496,13 @@ class FeatureSpec:
         """Global normalisation (a spec without stream_norm)."""
         return (targets - np.asarray(self.mean)) / np.asarray(self.std)
 
+    def untransform(self, values: np.ndarray) -> np.ndarray:
+        """Transformed feature values (..., features) → raw units."""
+        out = np.array(values, dtype=np.float64)
+        for j, kind in enumerate(self.transforms):
+            out[..., j] = _inverse(kind, out[..., j])
+        return out
+
     def denormalise(
         self, normalised: np.ndarray, center: np.ndarray | None = None, scale: np.ndarray | None = None
     ) -> np.ndarray:

@@ -32,7 +32,7 @@ last standardised deviation, the two sums): ``seasonal_size``.
 >>> def step(i, shift):  # hourly readings at minute 10 of a daily cycle about 10, noise 0.2
 ...     ts = i * hour + 600_000
 ...     v = 10 + 3 * np.sin(2 * np.pi * (ts % DAY_MS) / DAY_MS) + rng.normal(0, 0.2) + shift
-...     chance = advance_seasonal(memory, np.array([[v]]), np.array([ts]), np.array([i]), np.array([[0.9]]))
+...     chance, usual = advance_seasonal(memory, np.array([[v]]), np.array([ts]), np.array([i]), np.array([[0.9]]))
 ...     return float(chance[0])
 >>> quiet = [step(i, 0.0) for i in range(24 * 10)]
 >>> min(quiet) > 1e-4, quiet[24 * 3]  # nothing judged before the profile holds three days
@@ -97,13 +97,14 @@ def _parts(memory: np.ndarray, features: int) -> tuple[np.ndarray, ...]:
 
 def advance_seasonal(
     memory: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: np.ndarray, level_autocorrelation: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """One event for each of several streams: ``memory`` (B, seasonal_size) is updated in place
     with the values (B, features) at times ``ts`` (B,, epoch ms); ``seen`` (B,): the events each
     stream had seen before; ``level_autocorrelation`` (B, features) is the level rule's lag-1
     autocorrelation of each stream's standardised values. Returns each event's chance (B,): the
     rarest feature's two-sided tail, times two directions and the number of features; 1 where
-    the stream is not judged."""
+    the stream is not judged; and each value's usual level at that time of day, from the
+    profile (B, features; NaN until its hours hold SEASONAL_DAYS days)."""
     values = np.asarray(values, dtype=np.float64)
     features = values.shape[1]
     day_plus_one, minute, days, today, counts, scalars = _parts(memory, features)
@@ -137,7 +138,7 @@ def advance_seasonal(
     share = (position - np.floor(position))[:, None]
     either = days[rows, :, before], days[rows, :, after]  # (B, f, SEASONAL_DAYS) each
     complete = ~(np.isnan(either[0]).any(axis=-1) | np.isnan(either[1]).any(axis=-1))
-    chance = np.ones(len(ts))
+    chance, expected = np.ones(len(ts)), np.full(values.shape, np.nan)
     if complete.any():
         expected = np.median(either[0], axis=-1) * (1.0 - share) + np.median(either[1], axis=-1) * share
         chance = _advance_sums(scalars, values - expected, complete, level_autocorrelation)
@@ -145,7 +146,7 @@ def advance_seasonal(
     n = counts[rows, :, bin_now] + 1.0
     counts[rows, :, bin_now] = n
     today[rows, :, bin_now] += (values - today[rows, :, bin_now]) / n
-    return chance
+    return chance, np.where(complete, expected, np.nan)
 
 
 def _advance_sums(

@@ -260,14 +260,17 @@ _SEVERITY_STYLE = {
 }
 
 
+def _feature_text(feature: dict[str, Any]) -> str:
+    """One explained feature: actual, expected (and its usual value at that hour, when known), z."""
+    usual = f", usual {feature['usual']:g}" if "usual" in feature else ""
+    return f"{feature['feature']}={feature['actual']:g} (exp {feature['expected']:g}{usual}, z {feature['z']:+.1f})"
+
+
 def _alert_row(alert: dict[str, Any]) -> list[str]:
     from datetime import UTC, datetime
 
     when = datetime.fromtimestamp(alert["ts"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-    top = ", ".join(
-        f"{f['feature']}={f['actual']:g} (exp {f['expected']:g}, z {f['z']:+.1f})"
-        for f in alert.get("explanation", [])[:2]
-    )
+    top = ", ".join(_feature_text(f) for f in alert.get("explanation", [])[:2])
     return [
         when,
         str(alert.get("kind")),

@@ -150,3 +150,14 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -
     }
     gaps = {name: standard["file_scores"][name] - numenta[name] for name in standard["file_scores"]}
     assert gaps[first] == min(gaps.values())
+
+
+def test_an_alert_row_gives_a_features_usual_value_when_its_stream_has_one() -> None:
+    from pipeline.cli.streams import _alert_row
+
+    explanation = [
+        {"feature": "value", "actual": 111.2, "expected": 110.9, "usual": 107.9, "z": 0.4},
+        {"feature": "gap_s", "actual": 3600, "expected": 3600, "z": 0.0},
+    ]
+    alert = {"ts": 0, "kind": "generic", "key": "k", "severity": "high", "score": 3.0, "explanation": explanation}
+    assert _alert_row(alert)[-1] == "value=111.2 (exp 110.9, usual 107.9, z +0.4), gap_s=3600 (exp 3600, z +0.0)"

@@ -962,6 +962,10 @@ def test_the_seasonal_rule_catches_a_drift_in_a_daily_cycle() -> None:
     assert flagged and 24 * 9 < flagged[0] < 24 * 9 + 40, flagged[:3]
     assert results[flagged[0]].rule == "level"
     assert sum(r.alert for r in results) == 1
+    # The alert says what the stream's days read at that hour, beside the drifting value.
+    (item,) = [e for e in results[flagged[0]].explanation or [] if e["feature"] == "value"]
+    assert abs(item["usual"] - (100 + 30 * math.sin(2 * math.pi * flagged[0] / 24))) < 3
+    assert item["actual"] - item["usual"] > 2  # two noise sds, early in the ramp
 
     blind = copy.deepcopy(detector)
     blind.spec.seasonal_rule = False

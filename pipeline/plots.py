@@ -1,13 +1,18 @@
-"""Score timelines as PNG: a stream's score, the threshold, labelled incidents and alerts."""
+"""Timelines as PNG: a stream's values (the feature its alerts name most, with its usual value at
+that hour where the alert gives one) above its score, the threshold, labelled incidents and
+alerts. Alerts by the stuck, level and residual rules come at ordinary scores: the values panel
+is where they show."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
 import matplotlib.dates
+from matplotlib.axes import Axes
 
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
@@ -15,7 +20,17 @@ import matplotlib.pyplot as plt
 from models.detector import Scored
 from pipeline.events import Event
 
-__all__ = ["plot_stream"]
+__all__ = ["plot_stream", "plotted_feature"]
+
+
+def plotted_feature(events: Sequence[Event], results: Sequence[Scored]) -> str:
+    """The feature the stream's alerts name first most often (the first feature without alerts)."""
+    named = Counter(
+        r.explanation[0]["feature"]
+        for r in results
+        if r.alert and r.explanation and r.explanation[0]["feature"] in events[0].values
+    )
+    return named.most_common(1)[0][0] if named else next(iter(events[0].values))
 
 
 def plot_stream(events: Sequence[Event], results: Sequence[Scored], threshold: float, title: str, out: Path) -> None:
@@ -23,7 +38,8 @@ def plot_stream(events: Sequence[Event], results: Sequence[Scored], threshold: f
         [datetime.fromtimestamp(e.ts / 1000, tz=UTC) for e in events]
     )
     scores = [r.score for r in results]
-    fig, ax = plt.subplots(figsize=(12, 4), dpi=110)
+    fig, (top, ax) = plt.subplots(2, 1, figsize=(12, 6.5), dpi=110, sharex=True, height_ratios=(3, 2))
+    _plot_values(top, times, events, results)
     ax.plot(times, scores, lw=0.8, color="#1f77b4", label="score (NLL)")
     ax.axhline(threshold, color="#d62728", ls="--", lw=1, label="threshold")
     labelled = [t for t, e in zip(times, events, strict=True) if e.label == 1]
@@ -41,7 +57,7 @@ def plot_stream(events: Sequence[Event], results: Sequence[Scored], threshold: f
     if alert_times:
         ax.scatter(alert_times, alert_scores, marker="v", s=60, color="#d62728", zorder=3, label="alert")
     ax.xaxis_date()
-    ax.set_title(title)
+    top.set_title(title)
     ax.set_ylabel("score")
     ax.legend(loc="upper right", fontsize=8)
     fig.autofmt_xdate()
@@ -49,3 +65,38 @@ def plot_stream(events: Sequence[Event], results: Sequence[Scored], threshold: f
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
+
+
+def _plot_values(ax: Axes, times: Sequence[float], events: Sequence[Event], results: Sequence[Scored]) -> None:
+    feature = plotted_feature(events, results)
+    values = [e.values.get(feature, float("nan")) for e in events]
+    ax.plot(times, values, lw=0.8, color="#444444", label=feature)
+    labelled = [(t, v) for t, v, e in zip(times, values, events, strict=True) if e.label == 1]
+    if labelled:
+        ax.scatter(
+            [t for t, _ in labelled], [v for _, v in labelled], s=8, color="#ff7f0e", zorder=2, label="labelled anomaly"
+        )
+    alerts = [(t, v) for t, v, r in zip(times, values, results, strict=True) if r.alert]
+    if alerts:
+        ax.scatter(
+            [t for t, _ in alerts], [v for _, v in alerts], marker="v", s=60, color="#d62728", zorder=3, label="alert"
+        )
+    usual = [
+        (t, item["usual"])
+        for t, r in zip(times, results, strict=True)
+        if r.alert and r.explanation
+        for item in r.explanation
+        if item["feature"] == feature and "usual" in item
+    ]
+    if usual:
+        ax.scatter(
+            [t for t, _ in usual],
+            [v for _, v in usual],
+            marker="_",
+            s=120,
+            color="#2ca02c",
+            zorder=3,
+            label="usual at that hour",
+        )
+    ax.set_ylabel(feature)
+    ax.legend(loc="upper right", fontsize=8)

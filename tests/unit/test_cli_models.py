@@ -161,3 +161,19 @@ def test_an_alert_row_gives_a_features_usual_value_when_its_stream_has_one() -> 
     ]
     alert = {"ts": 0, "kind": "generic", "key": "k", "severity": "high", "score": 3.0, "explanation": explanation}
     assert _alert_row(alert)[-1] == "value=111.2 (exp 110.9, usual 107.9, z +0.4), gap_s=3600 (exp 3600, z +0.0)"
+
+
+def test_the_plot_shows_the_feature_the_alerts_name_most() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.plots import plotted_feature
+
+    events = [SimpleNamespace(values={"bytes": 1.0, "packets": 2.0})] * 4
+    quiet = SimpleNamespace(alert=False, explanation=None)
+
+    def alert(feature: str) -> SimpleNamespace:
+        return SimpleNamespace(alert=True, explanation=[{"feature": feature}, {"feature": "bytes"}])
+
+    assert plotted_feature(events, [quiet] * 4) == "bytes"  # no alerts: the first feature
+    assert plotted_feature(events, [alert("packets"), alert("packets"), alert("bytes"), quiet]) == "packets"
+    assert plotted_feature(events, [alert("gap_s"), quiet, quiet, quiet]) == "bytes"  # not a value: skipped

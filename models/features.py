@@ -149,8 +149,8 @@ class FeatureSpec:
     # it after each step, and heeds it on tame streams only (models.residual: real series, whose
     # days differ, were paged 136 more times on NAB without that); the spec only keeps its place
     # in the memory. Needs the level rule (it judges only where that cannot) and the residual
-    # rule (whose word on tameness it takes). Costs ~130 floats per feature of stream state: three days
-    # of hourly means.
+    # rule (whose word on tameness it takes). Costs 130 floats per feature of stream state, most
+    # of them three days of hourly means.
     seasonal_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)

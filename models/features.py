@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from models import cusum
 from models.likelihood import gate_size
 from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
@@ -55,29 +56,19 @@ _ZERO_HISTORY = 5
 # A stuck flag's predicted scale stays ≥ 0.1: a firing flag then costs ~49 nats, plenty over any
 # threshold, and a flag that stays 0 cannot buy likelihood without limit.
 FLAG_LOG_SCALE_MIN = math.log(0.1)
-# The level rule (level_rule): a two-sided CUSUM of each feature's standardised value, which
-# gathers what lies beyond LEVEL_K standard deviations. Under independent N(0, 1) values its
-# stationary tail is P(S > s) ≈ exp(-2 · LEVEL_K · s).
-LEVEL_K = 1.0
-# It judges only streams whose standardised values are close to independent: a lag-1
-# autocorrelation (an exponentially weighted mean over ~100 events) under _LEVEL_RHO, after
+# The level rule (level_rule): a two-sided CUSUM of each feature's standardised value
+# (models.cusum). It judges only streams whose standardised values are close to independent: a
+# lag-1 autocorrelation (an exponentially weighted mean over ~100 events) under cusum.RHO, after
 # _LEVEL_HISTORY events. A daily cycle or a wandering level is autocorrelated, and their
 # excursions are what the GRU is for. Both were set on development seed 9:
 # - over ~50 events, a drift's first readings (each product of standardised values up to 16)
-#   lifted the autocorrelation past _LEVEL_RHO before the sum reached _LEVEL_HOLD, and the rule
+#   lifted the autocorrelation past cusum.RHO before the sum reached cusum.HOLD, and the rule
 #   fell silent for the rest of the drift: long streams caught 34 of 62 drifts, now 42;
 # - from 50 events, a daily stream younger than a day trails its own cycle with a running mean
 #   that looks like a shift: 8 of the rule's 12 false alerts on 300 normal streams came from
 #   ages 50-100; from 75, 2 of 10 (from 100, none, but seed 9 caught 2 fewer incidents).
-_LEVEL_RHO = 0.3
 _LEVEL_AC_ALPHA = 0.01
 _LEVEL_HISTORY = 75
-# In a stream the rule judges, the autocorrelation stops learning while a sum exceeds this: a
-# drift under way would teach it that the stream is autocorrelated, and silence the rule.
-_LEVEL_HOLD = 4.0
-# The sums stop here (a chance of ~1e-9), so they drain within a few events of the stream's
-# return: a drift would otherwise leave a sum of hundreds that flags long after it ends.
-_LEVEL_CAP = 10.0
 # A stream's first events teach the autocorrelation nothing: its statistics are still settling.
 _LEVEL_WARMUP = 10
 
@@ -328,14 +319,14 @@ class FeatureSpec:
         """The level rule's memory (B, 4n: upward and downward sums, autocorrelation, last value)
         after standardised values ``y`` (B, n)."""
         up, down, autocorrelation, last = np.split(memory, 4, axis=1)
-        v = np.clip(y, -4.0, 4.0)  # one wild reading moves a sum by at most 3 (robust to outliers)
+        v = cusum.clipped(y)
         young = seen < _LEVEL_WARMUP
         # The sums start once the autocorrelation has had its history: a young stream's own
         # statistics trail a trend, and its sums would start high.
         summing = seen >= _LEVEL_HISTORY - 1
-        up = np.where(summing, np.clip(up + v - LEVEL_K, 0.0, _LEVEL_CAP), 0.0)
-        down = np.where(summing, np.clip(down - v - LEVEL_K, 0.0, _LEVEL_CAP), 0.0)
-        judged = (autocorrelation < _LEVEL_RHO) & (np.maximum(up, down) > _LEVEL_HOLD)
+        new_up, new_down = cusum.advance(up, down, v)
+        up, down = np.where(summing, new_up, 0.0), np.where(summing, new_down, 0.0)
+        judged = cusum.holding(autocorrelation, up, down)
         # An exact mean while the stream is young, then exponentially weighted.
         alpha = np.maximum(1.0 / np.maximum(seen - _LEVEL_WARMUP + 1.0, 1.0), _LEVEL_AC_ALPHA)
         autocorrelation = np.where(
@@ -345,7 +336,7 @@ class FeatureSpec:
 
     def level_probabilities(self, norms: np.ndarray) -> np.ndarray:
         """Per stream, from its memory after an event (B, norm_size): the stationary tail of its
-        largest CUSUM, exp(-2 · LEVEL_K · s) per direction, the rarest feature's, times two
+        largest CUSUM, exp(-2 · cusum.K · s) per direction, the rarest feature's, times two
         directions and the number of features. 1 while the stream is young (_LEVEL_HISTORY
         events), for features whose values are autocorrelated, or when the rule is off.
 
@@ -362,8 +353,7 @@ class FeatureSpec:
         if not self.level_rule:
             return np.ones(len(norms))
         up, down, autocorrelation, _ = np.split(norms[:, self._level_slice], 4, axis=1)
-        tail = np.exp(-2.0 * LEVEL_K * np.maximum(up, down))
-        tail = np.where(autocorrelation < _LEVEL_RHO, tail, 1.0)
+        tail = np.where(autocorrelation < cusum.RHO, cusum.tail(up, down), 1.0)
         tail = np.where(norms[:, :1] >= _LEVEL_HISTORY, tail, 1.0)
         return np.minimum(1.0, tail.min(axis=1) * 2 * len(self.names))
 
@@ -497,7 +487,8 @@ class FeatureSpec:
         return (targets - np.asarray(self.mean)) / np.asarray(self.std)
 
     def untransform(self, values: np.ndarray) -> np.ndarray:
-        """Transformed feature values (..., features) → raw units."""
+        """Transformed feature values (..., features: the first len(names) columns; any others are
+        copied as they are) → raw units."""
         out = np.array(values, dtype=np.float64)
         for j, kind in enumerate(self.transforms):
             out[..., j] = _inverse(kind, out[..., j])
@@ -510,9 +501,7 @@ class FeatureSpec:
         center = np.asarray(self.mean) if center is None else center
         scale = np.asarray(self.std) if scale is None else scale
         transformed = normalised * scale + center
-        out = transformed.copy()  # stuck flags stay as they are
-        for j, kind in enumerate(self.transforms):
-            out[..., j] = _inverse(kind, transformed[..., j])
+        out = self.untransform(transformed)  # stuck flags stay as they are
         out[..., -1] = np.expm1(transformed[..., -1])
         return out
 

@@ -16,8 +16,8 @@ incident on one day (synthetic streams have many: one reading in ten is anomalou
 training data) does not come back as a false alarm at the same time the next day, which an
 averaged profile made it do. An event is judged once the hours either side of it hold
 SEASONAL_DAYS days and the deviations have had _HISTORY events, and only where the level rule
-cannot judge: the stream's standardised values are autocorrelated (lag 1 at _RHO or more, so
-the level rule is silent) but their deviations from its day are not (under _RHO: a wandering
+cannot judge: the stream's standardised values are autocorrelated (lag 1 at cusum.RHO or more, so
+the level rule is silent) but their deviations from its day are not (under cusum.RHO: a wandering
 level is no steadier against its day than it was). Its chance is the sums' stationary tail,
 2·exp(-2·s) per direction, as for the level rule.
 
@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models import cusum
+
 __all__ = ["DAY_MS", "SEASONAL_DAYS", "advance_seasonal", "seasonal_size"]
 
 DAY_MS = 86_400_000
@@ -55,11 +57,6 @@ BINS = 24
 SEASONAL_DAYS = 3
 # Deviations before a stream's sums start (their spread and autocorrelation need a history).
 _HISTORY = 50
-_RHO = 0.3  # the level rule's bound on lag-1 autocorrelation (models.features._LEVEL_RHO)
-_K = 1.0  # the sums' reference, in spreads (models.features.LEVEL_K)
-_CLIP = 4.0  # one wild deviation moves a sum by at most _CLIP - _K
-_CAP = 10.0  # sums drain soon after the stream returns
-_HOLD = 4.0  # while a sum is past this, the autocorrelation does not learn (a drift would lift it)
 _ALPHA = 0.01  # spread and autocorrelation: exact means while young, then ~the last 100 events
 _SCALARS = 7
 
@@ -155,25 +152,25 @@ def _advance_sums(
     """Advance the CUSUMs of the deviations from the profile (B, features; where ``complete``);
     returns the events' chances."""
     square, n, autocorrelation, judged_n, last, up, down = (scalars[..., k] for k in range(_SCALARS))
-    live = complete
     spread = np.sqrt(np.maximum(square, 1e-300))
-    standing = live & (n >= 10)
-    v = np.where(standing, np.clip(deviation / spread, -_CLIP, _CLIP), 0.0)
+    standing = complete & (n >= 10)
+    v = np.where(standing, cusum.clipped(deviation / spread), 0.0)
     summing = standing & (judged_n >= _HISTORY)
-    up[:] = np.where(summing, np.clip(up + v - _K, 0.0, _CAP), up)
-    down[:] = np.where(summing, np.clip(down - v - _K, 0.0, _CAP), down)
-    judged = summing & (autocorrelation < _RHO) & (level_autocorrelation >= _RHO)
-    tail = np.where(judged, np.exp(-2.0 * _K * np.maximum(up, down)), 1.0)
+    new_up, new_down = cusum.advance(up, down, v)
+    up[:] = np.where(summing, new_up, up)
+    down[:] = np.where(summing, new_down, down)
+    judged = summing & (autocorrelation < cusum.RHO) & (level_autocorrelation >= cusum.RHO)
+    tail = np.where(judged, cusum.tail(up, down), 1.0)
     # The autocorrelation learns from every standing deviation but those of a shift under way.
-    learning = standing & ~((autocorrelation < _RHO) & (np.maximum(up, down) > _HOLD))
+    learning = standing & ~cusum.holding(autocorrelation, up, down)
     judged_n += learning
     weight = np.maximum(1.0 / np.maximum(judged_n, 1.0), _ALPHA)
     autocorrelation[:] = np.where(learning, autocorrelation + weight * (v * last - autocorrelation), autocorrelation)
     last[:] = np.where(standing, v, last)
     # The spread learns from deviations clipped at 3 of it: an incident does not teach it noise.
     clipped = np.where(n >= 10, np.clip(deviation, -3.0 * spread, 3.0 * spread), deviation)
-    n += live
+    n += complete
     weight = np.maximum(1.0 / np.maximum(n, 1.0), _ALPHA)
-    square[:] = np.where(live, square + weight * (clipped * clipped - square), square)
+    square[:] = np.where(complete, square + weight * (clipped * clipped - square), square)
     features = deviation.shape[1]
     return np.minimum(1.0, tail.min(axis=1) * 2 * features)

@@ -143,7 +143,15 @@ def test_the_gate_only_holds_back_what_the_streams_history_does_not_back() -> No
 
 @pytest.mark.parametrize(
     "module",
-    ["models.likelihood", "models.features", "models.nab", "models.residual", "models.seasonal", "pipeline.nab_eval"],
+    [
+        "models.likelihood",
+        "models.features",
+        "models.nab",
+        "models.residual",
+        "models.seasonal",
+        "models.cusum",
+        "pipeline.nab_eval",
+    ],
 )
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))

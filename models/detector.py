@@ -351,9 +351,9 @@ class Detector:
                     )
                 if level_ac is not None:
                     chance, out.usual[index] = self._advance_seasonal(
-                        memory, targets[index, :n], ts[index], count, level_ac[index]
+                        memory, targets[index, :n], ts[index], count, level_ac[index], out.residual_tame[index]
                     )
-                    out.level[index] = np.minimum(out.level[index], np.where(out.residual_tame[index], chance, 1.0))
+                    out.level[index] = np.minimum(out.level[index], chance)
 
         chances = self._chances(out)
         by_term, by_residual = chances
@@ -436,15 +436,24 @@ class Detector:
         return advance_residual(memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64))
 
     def _advance_seasonal(
-        self, memory: np.ndarray, values: np.ndarray, ts: np.ndarray, seen: np.ndarray, level_ac: np.ndarray
+        self,
+        memory: np.ndarray,
+        values: np.ndarray,
+        ts: np.ndarray,
+        seen: np.ndarray,
+        level_ac: np.ndarray,
+        tame: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the seasonal rule of streams whose memories are the rows of ``memory`` (updated
         in place) by one event each: their transformed values, times, the events each had seen
-        before and the level rule's autocorrelation after it. Returns the events' chances and
-        their values' usual levels (models.seasonal.advance_seasonal)."""
-        return advance_seasonal(
+        before, the level rule's autocorrelation after it and whether the stream is tame (the
+        residual rule's word). Returns the events' chances, heeded on tame streams only (1
+        elsewhere: real series' days differ), and their values' usual levels
+        (models.seasonal.advance_seasonal)."""
+        chance, usual = advance_seasonal(
             memory[:, self.spec.seasonal_slice], values, ts, np.asarray(seen, dtype=np.float64), level_ac
         )
+        return np.where(tame, chance, 1.0), usual
 
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
@@ -492,9 +501,9 @@ class Detector:
             for i in range(len(events)):
                 at = slice(i, i + 1)
                 chance, out.usual[at] = self._advance_seasonal(
-                    row, values[at], ts[at], state.norm[:1] + i, level_ac[at]
+                    row, values[at], ts[at], state.norm[:1] + i, level_ac[at], out.residual_tame[at]
                 )
-                out.level[at] = np.minimum(out.level[at], np.where(out.residual_tame[at], chance, 1.0))
+                out.level[at] = np.minimum(out.level[at], chance)
         return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:

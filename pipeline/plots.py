@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.dates
@@ -42,20 +43,11 @@ def plot_stream(events: Sequence[Event], results: Sequence[Scored], threshold: f
     _plot_values(top, times, events, results)
     ax.plot(times, scores, lw=0.8, color="#1f77b4", label="score (NLL)")
     ax.axhline(threshold, color="#d62728", ls="--", lw=1, label="threshold")
-    labelled = [t for t, e in zip(times, events, strict=True) if e.label == 1]
-    if labelled:
-        ax.scatter(
-            labelled,
-            [min(scores)] * len(labelled),
-            marker="|",
-            s=120,
-            color="#ff7f0e",
-            label="labelled anomaly",
-        )
-    alert_times = [t for t, r in zip(times, results, strict=True) if r.alert]
-    alert_scores = [r.score for r in results if r.alert]
-    if alert_times:
-        ax.scatter(alert_times, alert_scores, marker="v", s=60, color="#d62728", zorder=3, label="alert")
+    floor = min(scores)
+    labelled = [(t, floor) for t, e in zip(times, events, strict=True) if e.label == 1]
+    _scatter(ax, labelled, marker="|", s=120, color="#ff7f0e", label="labelled anomaly")
+    alerts = [(t, r.score) for t, r in zip(times, results, strict=True) if r.alert]
+    _scatter(ax, alerts, marker="v", s=60, color="#d62728", zorder=3, label="alert")
     ax.xaxis_date()
     top.set_title(title)
     ax.set_ylabel("score")
@@ -72,15 +64,9 @@ def _plot_values(ax: Axes, times: Sequence[float], events: Sequence[Event], resu
     values = [e.values.get(feature, float("nan")) for e in events]
     ax.plot(times, values, lw=0.8, color="#444444", label=feature)
     labelled = [(t, v) for t, v, e in zip(times, values, events, strict=True) if e.label == 1]
-    if labelled:
-        ax.scatter(
-            [t for t, _ in labelled], [v for _, v in labelled], s=8, color="#ff7f0e", zorder=2, label="labelled anomaly"
-        )
+    _scatter(ax, labelled, s=8, color="#ff7f0e", zorder=2, label="labelled anomaly")
     alerts = [(t, v) for t, v, r in zip(times, values, results, strict=True) if r.alert]
-    if alerts:
-        ax.scatter(
-            [t for t, _ in alerts], [v for _, v in alerts], marker="v", s=60, color="#d62728", zorder=3, label="alert"
-        )
+    _scatter(ax, alerts, marker="v", s=60, color="#d62728", zorder=3, label="alert")
     usual = [
         (t, item["usual"])
         for t, r in zip(times, results, strict=True)
@@ -88,15 +74,12 @@ def _plot_values(ax: Axes, times: Sequence[float], events: Sequence[Event], resu
         for item in r.explanation
         if item["feature"] == feature and "usual" in item
     ]
-    if usual:
-        ax.scatter(
-            [t for t, _ in usual],
-            [v for _, v in usual],
-            marker="_",
-            s=120,
-            color="#2ca02c",
-            zorder=3,
-            label="usual at that hour",
-        )
+    _scatter(ax, usual, marker="_", s=120, color="#2ca02c", zorder=3, label="usual at that hour")
     ax.set_ylabel(feature)
     ax.legend(loc="upper right", fontsize=8)
+
+
+def _scatter(ax: Axes, points: Sequence[tuple[float, float]], **style: Any) -> None:
+    """(time, value) points, when there are any (an empty series would still take a legend entry)."""
+    if points:
+        ax.scatter([t for t, _ in points], [v for _, v in points], **style)

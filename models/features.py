@@ -23,7 +23,7 @@ from models import cusum
 from models.likelihood import gate_size
 from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
-from models.seasonal import seasonal_size
+from models.seasonal import seasonal_single, seasonal_size
 
 __all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
 
@@ -284,6 +284,15 @@ class FeatureSpec:
         """Where the seasonal rule's memory sits in a stream's memory (empty when off)."""
         start = self.residual_slice.stop
         return slice(start, start + (seasonal_size(len(self.names)) if self.seasonal_rule else 0))
+
+    @property
+    def single_slice(self) -> slice:
+        """The part of a stream's memory that holds float32 values only (the seasonal rule's hourly
+        means and counts; empty when the rule is off): a stored state keeps it as float32."""
+        if not self.seasonal_rule:
+            return slice(0, 0)
+        start, part = self.seasonal_slice.start, seasonal_single(len(self.names))
+        return slice(start + part.start, start + part.stop)
 
     def level_autocorrelation(self, norms: np.ndarray) -> np.ndarray:
         """Per stream and feature, the level rule's lag-1 autocorrelation of its standardised

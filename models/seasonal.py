@@ -25,7 +25,8 @@ Memory per stream: the day of its last event (plus one; 0: none yet) and the mea
 readings' minute as a point on a circle (two floats); then per feature the hourly means of the
 last SEASONAL_DAYS days (NaN until filled), the current day's hourly means and counts, and seven
 scalars (the deviations' mean square and count, their lag-1 autocorrelation and its count, the
-last standardised deviation, the two sums): ``seasonal_size``.
+last standardised deviation, the two sums): ``seasonal_size``. The means and counts are held at
+float32 precision (``seasonal_single``), which is how a stored state keeps them.
 
 >>> memory = np.zeros((1, seasonal_size(1)))
 >>> rng, hour = np.random.default_rng(0), 3_600_000
@@ -48,7 +49,7 @@ import numpy as np
 
 from models import cusum
 
-__all__ = ["DAY_MS", "SEASONAL_DAYS", "advance_seasonal", "seasonal_size"]
+__all__ = ["DAY_MS", "SEASONAL_DAYS", "advance_seasonal", "seasonal_single", "seasonal_size"]
 
 DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
@@ -69,6 +70,12 @@ _STREAM = 3  # per-stream floats: day, minute (cos, sin)
 def seasonal_size(features: int) -> int:
     """Floats of stream memory the rule keeps for ``features`` values."""
     return _STREAM + features * (BINS * SEASONAL_DAYS + 2 * BINS + _SCALARS)
+
+
+def seasonal_single(features: int) -> slice:
+    """The part of the rule's memory that holds float32 values only (the days' and today's hourly
+    means, and today's counts): a stored state keeps it in half the bytes."""
+    return slice(_STREAM, _STREAM + features * (BINS * SEASONAL_DAYS + 2 * BINS))
 
 
 def _parts(memory: np.ndarray, features: int) -> tuple[np.ndarray, ...]:
@@ -142,7 +149,11 @@ def advance_seasonal(
     bin_now = np.floor(hour).astype(np.int64) % BINS
     n = counts[rows, :, bin_now] + 1.0
     counts[rows, :, bin_now] = n
-    today[rows, :, bin_now] += (values - today[rows, :, bin_now]) / n
+    mean = today[rows, :, bin_now]
+    # Held at float32 precision: a stored state keeps the hours' means as float32 (half the bytes
+    # of most of its memory), and rounding here keeps a stream scored offline and one scored by a
+    # worker, through Redis, bit for bit the same.
+    today[rows, :, bin_now] = (mean + (values - mean) / n).astype(np.float32)
     return chance, np.where(complete, expected, np.nan)
 
 

@@ -147,7 +147,7 @@ def _naive(
     import redis as redis_sync
 
     from pipeline.events import decode_event
-    from pipeline.state import StoredState, pack_state, state_key, unpack_state
+    from pipeline.state import StateShape, StoredState, pack_state, state_key, unpack_state
 
     client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
     started = time.perf_counter()
@@ -156,14 +156,11 @@ def _naive(
         event = decode_event(orjson.dumps(raw), features=detector.spec.names)
         key = state_key(namespace, detector.ident, kind, event.key)
         stored_raw = client.get(key)
-        stored = (
-            unpack_state(stored_raw, detector.hidden, detector.spec.norm_size)
-            if isinstance(stored_raw, bytes)
-            else None
-        )
+        shape = StateShape.of(detector)
+        stored = unpack_state(stored_raw, shape) if isinstance(stored_raw, bytes) else None
         state = stored.stream if stored else detector.new_state()
         _, (new,) = detector.step([state], [(event.ts, event.values)])
-        client.set(key, pack_state(StoredState(new, 0, offset)), ex=3600)
+        client.set(key, pack_state(StoredState(new, 0, offset), shape), ex=3600)
     elapsed = time.perf_counter() - started
     client.close()
     return len(sample) / elapsed

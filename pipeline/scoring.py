@@ -23,7 +23,15 @@ from models.detector import Detector
 from pipeline.alerts import build_alert
 from pipeline.errors import InvalidEvent
 from pipeline.events import Event, decode_event, decode_plain
-from pipeline.state import StateStore, StoredBatch, pack_states, prefixed_state_key, state_key_prefix, unpack_states
+from pipeline.state import (
+    StateShape,
+    StateStore,
+    StoredBatch,
+    pack_states,
+    prefixed_state_key,
+    state_key_prefix,
+    unpack_states,
+)
 
 __all__ = ["BatchOutcome", "BatchScorer", "DeadLetter", "KafkaRecord", "Record"]
 
@@ -178,7 +186,8 @@ class BatchScorer:
             states = self._advance(kind, redis_keys, list(groups.values()), raws, outcome)
             written = np.array([i for i, g in enumerate(groups.values()) if g.events], dtype=np.intp)
             packed = pack_states(
-                StoredBatch(states.states.take(written), states.partition[written], states.offset[written])
+                StoredBatch(states.states.take(written), states.partition[written], states.offset[written]),
+                StateShape.of(self.detectors[kind]),
             )
             outcome.states.update(zip((redis_keys[i] for i in written), packed, strict=True))
         # Found kind by kind, stream by stream: published in each partition's order.
@@ -195,7 +204,7 @@ class BatchScorer:
     ) -> StoredBatch:
         """Apply every pending event of one kind's streams to their stored states, in arrays."""
         detector = self.detectors[kind]
-        stored, usable = unpack_states(raws, detector.hidden, detector.spec.norm_size)
+        stored, usable = unpack_states(raws, StateShape.of(detector))
         for i in np.flatnonzero(~usable & np.array([r is not None for r in raws], dtype=bool)):
             outcome.ignored_states += 1
             logger.warning("state %s has another layout or model size; starting the stream afresh", keys[i])

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from models.calibration import EpisodeArrays, EpisodeState
-from models.detector import StateBatch, StreamState
+from models.detector import Detector, StateBatch, StreamState
 from pipeline.errors import StateStoreUnavailable
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "MemoryStateStore",
     "RedisClusterStateStore",
     "RedisStateStore",
+    "StateShape",
     "StateStore",
     "StoredBatch",
     "StoredState",
@@ -44,11 +45,33 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAGIC = b"GW"
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 # The layout: a header (_HEADER_FIELDS), then the hidden state (float16: the model rounds it to
-# float16 after every step, so this is lossless) and the per-stream statistics (float64). Layout 3
-# stored float32 hidden states (318 B for 64; 190 B now: Redis puts it in a 224-byte allocation,
-# not 384). One value per stream, one key: a write is atomic.
+# float16 after every step, so this is lossless) and the per-stream statistics, float64 but for
+# the part the model holds at float32 precision (FeatureSpec.single_slice: the seasonal rule's
+# hourly means; a generic state is 962 B, against 1,438 with layout 4). Layout 3 stored float32
+# hidden states (318 B for 64; 194 B now: Redis puts it in a 224-byte allocation, not 384). One
+# value per stream, one key: a write is atomic.
+
+
+@dataclass(frozen=True)
+class StateShape:
+    """What a model's stream states hold: the hidden state's size, the floats of per-stream memory,
+    and which of those (start, stop) are stored as float32."""
+
+    hidden: int
+    norm_size: int = 0
+    single: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def of(cls, detector: Detector) -> StateShape:
+        part = detector.spec.single_slice
+        return cls(detector.hidden, detector.spec.norm_size, (part.start, part.stop))
+
+    def __post_init__(self) -> None:
+        start, stop = self.single
+        if not 0 <= start <= stop <= self.norm_size:
+            raise ValueError(f"the float32 part {self.single} is not within the {self.norm_size} floats of memory")
 
 
 @dataclass
@@ -84,12 +107,14 @@ class StoredBatch:
         return StoredState(self.states.row(i), int(self.partition[i]), int(self.offset[i]))
 
 
-# The header: (field, struct code, numpy type), little-endian and unpadded (62 bytes).
+# The header: (field, struct code, numpy type), little-endian and unpadded (66 bytes).
 _HEADER_FIELDS = (
     ("magic", "2s", "S2"),
     ("layout", "B", "u1"),
     ("hidden", "H", "<u2"),
     ("norm_size", "H", "<u2"),
+    ("single_at", "H", "<u2"),
+    ("single_size", "H", "<u2"),
     ("partition", "i", "<i4"),
     ("offset", "q", "<i8"),
     ("last_ts", "q", "<i8"),
@@ -105,24 +130,32 @@ _HEADER = struct.Struct("<" + "".join(code for _, code, _ in _HEADER_FIELDS))
 
 
 @functools.lru_cache(maxsize=16)
-def _layout(hidden: int, norm_size: int) -> np.dtype:
+def _layout(shape: StateShape) -> np.dtype:
     """One packed state as a numpy record, so a whole MGET reply decodes in one call."""
+    start, stop = shape.single
     return np.dtype(
         [(name, numpy_type) for name, _, numpy_type in _HEADER_FIELDS]
-        + [("h", "<f2", (hidden,)), ("norm", "<f8", (norm_size,))]
+        + [
+            ("h", "<f2", (shape.hidden,)),
+            ("norm", "<f8", (start,)),
+            ("single", "<f4", (stop - start,)),
+            ("norm_after", "<f8", (shape.norm_size - stop,)),
+        ]
     )
 
 
-def pack_states(batch: StoredBatch) -> list[bytes]:
-    """One packed value per stream of ``batch``."""
+def pack_states(batch: StoredBatch, shape: StateShape) -> list[bytes]:
+    """One packed value per stream of ``batch``, whose states are of ``shape``."""
     states, episode = batch.states, batch.states.episode
-    hidden, norm_size = states.h.shape[1], states.norm.shape[1]
-    layout = _layout(hidden, norm_size)
-    records = np.zeros(len(states), dtype=layout)
+    _check_shape(shape, states.h.shape[1], states.norm.shape[1])
+    start, stop = shape.single
+    records = np.zeros(len(states), dtype=_layout(shape))
     records["magic"] = _MAGIC
     records["layout"] = LAYOUT_VERSION
-    records["hidden"] = hidden
-    records["norm_size"] = norm_size
+    records["hidden"] = shape.hidden
+    records["norm_size"] = shape.norm_size
+    records["single_at"] = start
+    records["single_size"] = stop - start
     records["partition"] = batch.partition
     records["offset"] = batch.offset
     records["last_ts"] = states.last_ts
@@ -133,19 +166,28 @@ def pack_states(batch: StoredBatch) -> list[bytes]:
     records["peak"] = episode.peak
     records["recent"] = episode.recent
     records["h"] = states.h
-    records["norm"] = states.norm
-    raw, size = records.tobytes(), layout.itemsize
+    records["norm"] = states.norm[:, :start]
+    records["single"] = states.norm[:, start:stop]
+    records["norm_after"] = states.norm[:, stop:]
+    raw, size = records.tobytes(), records.dtype.itemsize
     return [raw[i : i + size] for i in range(0, len(raw), size)]
 
 
-def unpack_states(raws: Sequence[bytes | None], hidden: int, norm_size: int = 0) -> tuple[StoredBatch, np.ndarray]:
+def unpack_states(raws: Sequence[bytes | None], shape: StateShape) -> tuple[StoredBatch, np.ndarray]:
     """The states in ``raws`` (an MGET reply), and which of them were usable. A missing value, or
-    one written by another layout or model size, gives a new stream's state (partition -1)."""
-    layout = _layout(hidden, norm_size)
+    one written by another layout or model shape, gives a new stream's state (partition -1)."""
+    layout = _layout(shape)
+    hidden, norm_size = shape.hidden, shape.norm_size
+    start, stop = shape.single
     prefix = _MAGIC + bytes([LAYOUT_VERSION])
     usable = np.array([r is not None and len(r) == layout.itemsize and r.startswith(prefix) for r in raws], dtype=bool)
     found = np.frombuffer(b"".join(r for r, ok in zip(raws, usable, strict=True) if ok and r), dtype=layout)
-    same_model = (found["hidden"] == hidden) & (found["norm_size"] == norm_size)
+    same_model = (
+        (found["hidden"] == hidden)
+        & (found["norm_size"] == norm_size)
+        & (found["single_at"] == start)
+        & (found["single_size"] == stop - start)
+    )
     usable[usable] = same_model
     found = found[same_model]
     n = len(raws)
@@ -158,7 +200,7 @@ def unpack_states(raws: Sequence[bytes | None], hidden: int, norm_size: int = 0)
     batch.offset[usable] = found["offset"]
     states.last_ts[usable] = found["last_ts"]
     states.h[usable] = found["h"]
-    states.norm[usable] = found["norm"]
+    states.norm[usable] = np.concatenate([found["norm"], found["single"], found["norm_after"]], axis=1)
     episode.count[usable] = found["count"]
     episode.open[usable] = found["open"].astype(bool)
     episode.quiet[usable] = found["quiet"]
@@ -168,16 +210,20 @@ def unpack_states(raws: Sequence[bytes | None], hidden: int, norm_size: int = 0)
     return batch, usable
 
 
-def pack_state(state: StoredState) -> bytes:
+def pack_state(state: StoredState, shape: StateShape) -> bytes:
     """``pack_states`` for one state (byte for byte the same)."""
     episode = state.stream.episode
+    start, stop = shape.single
     h = np.ascontiguousarray(state.stream.h, dtype="<f2")
-    norm = np.ascontiguousarray(state.stream.norm, dtype="<f8")
+    norm = np.asarray(state.stream.norm)
+    _check_shape(shape, h.shape[0], norm.shape[0])
     header = _HEADER.pack(
         _MAGIC,
         LAYOUT_VERSION,
-        h.shape[0],
-        norm.shape[0],
+        shape.hidden,
+        shape.norm_size,
+        start,
+        stop - start,
         state.partition,
         state.offset,
         state.stream.last_ts,
@@ -188,24 +234,48 @@ def pack_state(state: StoredState) -> bytes:
         episode.peak,
         episode.recent,
     )
-    return header + h.tobytes() + norm.tobytes()
-
-
-def unpack_state(raw: bytes, hidden: int, norm_size: int = 0) -> StoredState | None:
-    """The state in ``raw``, or None when it was written by another layout or model size."""
-    if len(raw) < _HEADER.size or raw[:2] != _MAGIC or raw[2] != LAYOUT_VERSION:
-        return None
-    (_, _, size, n_norm, partition, offset, last_ts, count, is_open, quiet, score_mean, peak, recent) = (
-        _HEADER.unpack_from(raw)
+    return b"".join(
+        [
+            header,
+            h.tobytes(),
+            norm[:start].astype("<f8").tobytes(),
+            norm[start:stop].astype("<f4").tobytes(),
+            norm[stop:].astype("<f8").tobytes(),
+        ]
     )
-    if size != hidden or n_norm != norm_size or len(raw) != _HEADER.size + 2 * hidden + 8 * n_norm:
+
+
+def unpack_state(raw: bytes, shape: StateShape) -> StoredState | None:
+    """The state in ``raw``, or None when it was written by another layout or model shape."""
+    layout = _layout(shape)
+    if len(raw) != layout.itemsize or raw[:2] != _MAGIC or raw[2] != LAYOUT_VERSION:
         return None
-    h = np.frombuffer(raw, dtype="<f2", count=hidden, offset=_HEADER.size).astype(np.float32)
-    norm = np.frombuffer(raw, dtype="<f8", count=n_norm, offset=_HEADER.size + 2 * hidden).astype(np.float64)
+    r = np.frombuffer(raw, dtype=layout, count=1)[0]
+    start, stop = shape.single
+    if (r["hidden"], r["norm_size"], r["single_at"], r["single_size"]) != (
+        shape.hidden,
+        shape.norm_size,
+        start,
+        stop - start,
+    ):
+        return None
     episode = EpisodeState(
-        count=count, score_mean=score_mean, open=bool(is_open), quiet=quiet, peak=peak, recent=recent
+        count=int(r["count"]),
+        score_mean=float(r["score_mean"]),
+        open=bool(r["open"]),
+        quiet=int(r["quiet"]),
+        peak=float(r["peak"]),
+        recent=float(r["recent"]),
     )
-    return StoredState(StreamState(h=h, last_ts=last_ts, episode=episode, norm=norm), partition, offset)
+    norm = np.concatenate([r["norm"], r["single"], r["norm_after"]]).astype(np.float64)
+    stream = StreamState(h=r["h"].astype(np.float32), last_ts=int(r["last_ts"]), episode=episode, norm=norm)
+    return StoredState(stream, int(r["partition"]), int(r["offset"]))
+
+
+def _check_shape(shape: StateShape, hidden: int, norm_size: int) -> None:
+    """States to pack must be of the shape they are packed as."""
+    if (hidden, norm_size) != (shape.hidden, shape.norm_size):
+        raise ValueError(f"states of hidden size {hidden} and {norm_size} floats of memory packed as {shape}")
 
 
 def state_key_prefix(namespace: str, model: str, kind: str) -> str:

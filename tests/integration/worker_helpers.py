@@ -18,7 +18,7 @@ from kafka import TopicPartition
 from pipeline import kafka
 from pipeline.errors import KafkaUnavailable
 from pipeline.settings import Settings
-from pipeline.state import StoredState, unpack_state
+from pipeline.state import StateShape, StoredState, unpack_state
 from tests.conftest import free_port
 
 HIDDEN = 64
@@ -102,7 +102,7 @@ def read_states(url: str, namespace: str, cluster: bool = False) -> dict[str, St
     client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
     out = {}
     for key in client.scan_iter(match=f"gw:{namespace}:*", count=1000):
-        state = unpack_state(client.get(key), HIDDEN)
+        state = unpack_state(client.get(key), StateShape(HIDDEN))
         assert state is not None
         stream = key.decode().rsplit(":{", 1)[1][:-1]
         out[stream] = state

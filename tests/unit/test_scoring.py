@@ -17,6 +17,7 @@ from models.detector import Detector, StreamState
 from pipeline.scoring import BatchScorer, Record
 from pipeline.state import (
     MemoryStateStore,
+    StateShape,
     StoredBatch,
     StoredState,
     pack_state,
@@ -25,6 +26,7 @@ from pipeline.state import (
     unpack_state,
     unpack_states,
 )
+from producers.generic import GenericGenerator
 from producers.network import NetworkGenerator
 
 TOPIC = "events.network"
@@ -45,11 +47,11 @@ def records_of(events: list[dict], partition_of: dict[str, int] | None = None) -
     return out
 
 
-def assert_same_states(got: dict[str, bytes], want: dict[str, bytes], hidden: int) -> None:
+def assert_same_states(got: dict[str, bytes], want: dict[str, bytes], shape: StateShape) -> None:
     """Same streams, counts and offsets exactly; hidden states to float tolerance (batching differs)."""
     assert got.keys() == want.keys()
     for key in want:
-        a, b = unpack_state(got[key], hidden), unpack_state(want[key], hidden)
+        a, b = unpack_state(got[key], shape), unpack_state(want[key], shape)
         assert a is not None and b is not None
         assert (a.partition, a.offset, a.count, a.stream.last_ts) == (
             b.partition,
@@ -76,10 +78,35 @@ def test_waves_equal_offline_sequence_scoring(detector: Detector) -> None:
     for key in {e["key"] for e in events}:
         stream = [(e["ts"], e["values"]) for e in events if e["key"] == key]
         _, offline = detector.score_sequence(stream)
-        stored = unpack_state(store.data[scorer.key_for("network", key)], detector.model.hidden)
+        stored = unpack_state(store.data[scorer.key_for("network", key)], StateShape.of(detector))
         assert stored is not None
         assert stored.count == len(stream)
         np.testing.assert_allclose(stored.stream.h, offline.h, atol=1e-5)
+
+
+def test_a_generic_stream_stored_between_batches_keeps_its_days_bit_for_bit() -> None:
+    """The seasonal rule's hourly means are stored as float32; the model holds them at that
+    precision, so a worker's stream, stored and read back between batches, keeps exactly the days
+    the same stream keeps offline, and the rule judges it the same."""
+    generic = load_detector(shipped_model_dir("generic"), kind="generic")
+    shape = StateShape.of(generic)
+    assert shape.single[1] - shape.single[0] >= 100  # the seasonal days are the float32 part
+    events = list(GenericGenerator(keys=3, seed=4, anomaly_rate=0.01).events(4500))
+    store = MemoryStateStore()
+    scorer = BatchScorer({"generic": generic}, {TOPIC: "generic"}, store)
+    records = records_of(events)
+    for start in range(0, len(records), 500):
+        outcome = run(scorer.process(records[start : start + 500]))
+        store.data.update(outcome.states)
+    filled = 0
+    for key in {e["key"] for e in events}:
+        _, offline = generic.score_sequence([(e["ts"], e["values"]) for e in events if e["key"] == key])
+        days = slice(*shape.single)
+        filled += int(np.isfinite(offline.norm[days]).all())
+        stored = unpack_state(store.data[scorer.key_for("generic", key)], shape)
+        assert stored is not None
+        np.testing.assert_array_equal(stored.stream.norm[days], offline.norm[days])
+    assert filled >= 1  # a stream old enough for the rule: all its hours hold three days
 
 
 def test_redelivery_is_fenced_and_alert_ids_repeat(detector: Detector) -> None:
@@ -101,7 +128,7 @@ def test_redelivery_is_fenced_and_alert_ids_repeat(detector: Detector) -> None:
     rest = run(scorer2.process(records))
     store2.data.update(rest.states)
     assert rest.fenced == 150 and rest.scored == len(records) - 150
-    assert_same_states(store2.data, snapshot, detector.model.hidden)
+    assert_same_states(store2.data, snapshot, StateShape.of(detector))
     # Each stream's alerts, in order, with the same ids.
     assert per_stream(part.alerts + rest.alerts) == per_stream(first.alerts) != {}
 
@@ -172,11 +199,19 @@ def test_every_bad_input_becomes_a_dead_letter(detector: Detector) -> None:
 
 
 def test_state_packing_with_stream_statistics() -> None:
-    state = StreamState(h=np.ones(4, dtype=np.float32), last_ts=7, norm=np.array([3.0, 1.5, -2.0, 0.25, 4.0]))
-    back = unpack_state(pack_state(StoredState(state, 0, 1)), 4, norm_size=5)
+    norm = np.array([3.0, 1.5, -2.0, 0.25, 4.1])
+    state = StreamState(h=np.ones(4, dtype=np.float32), last_ts=7, norm=norm)
+    shape = StateShape(4, 5, single=(1, 3))  # 1.5 and -2.0 are float32 values: stored in 4 bytes each
+    raw = pack_state(StoredState(state, 0, 1), shape)
+    back = unpack_state(raw, shape)
     assert back is not None
-    np.testing.assert_array_equal(back.stream.norm, state.norm)
-    assert unpack_state(pack_state(StoredState(state, 0, 1)), 4, norm_size=3) is None
+    np.testing.assert_array_equal(back.stream.norm, norm)
+    assert len(raw) == len(pack_state(StoredState(state, 0, 1), StateShape(4, 5))) - 8
+    assert unpack_state(raw, StateShape(4, 5)) is None  # the same sizes, another float32 part
+    with pytest.raises(ValueError, match="packed as"):
+        pack_state(StoredState(state, 0, 1), StateShape(4, 3))
+    with pytest.raises(ValueError, match="not within"):
+        StateShape(4, 5, single=(3, 7))
 
 
 def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> None:
@@ -190,9 +225,10 @@ def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> Non
         True,
         3.5,
     )
-    raw = pack_state(StoredState(state, partition=2, offset=99))
+    shape = StateShape.of(detector)
+    raw = pack_state(StoredState(state, partition=2, offset=99), shape)
     assert len(raw) <= 250  # with Redis's key overhead, under 400 bytes a stream (see `gruwatch bench`)
-    back = unpack_state(raw, detector.model.hidden)
+    back = unpack_state(raw, shape)
     assert back is not None and (back.partition, back.offset, back.stream.last_ts, back.count) == (
         2,
         99,
@@ -201,9 +237,9 @@ def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> Non
     )
     assert back.stream.episode.open and back.stream.episode.score_mean == 3.5
     np.testing.assert_array_equal(back.stream.h, state.h)
-    assert unpack_state(raw, detector.model.hidden + 1) is None  # another model size
-    assert unpack_state(b"XX" + raw[2:], detector.model.hidden) is None  # another format
-    assert unpack_state(raw[:-4], detector.model.hidden) is None  # truncated
+    assert unpack_state(raw, StateShape(detector.model.hidden + 1)) is None  # another model size
+    assert unpack_state(b"XX" + raw[2:], shape) is None  # another format
+    assert unpack_state(raw[:-4], shape) is None  # truncated
 
 
 @settings(max_examples=40, deadline=None)
@@ -220,9 +256,9 @@ def test_state_packing_round_trip_and_foreign_layouts(detector: Detector) -> Non
         ),
         max_size=8,
     ),
-    st.sampled_from([0, 9]),
+    st.sampled_from([StateShape(8), StateShape(8, 9), StateShape(8, 9, single=(2, 6))]),
 )
-def test_batched_state_codec_is_the_single_one(rows: list[tuple], norm_size: int) -> None:
+def test_batched_state_codec_is_the_single_one(rows: list[tuple], shape: StateShape) -> None:
     """The worker packs and unpacks whole batches in arrays; every value must be byte for byte what
     the one-state codec writes, and every value it rejects the one-state codec rejects too."""
     rng = np.random.default_rng(len(rows))
@@ -230,16 +266,17 @@ def test_batched_state_codec_is_the_single_one(rows: list[tuple], norm_size: int
     for count, mean, is_open, quiet, partition, offset, form in rows:
         episode = EpisodeState(count, mean, is_open, quiet, float(rng.random()), float(rng.normal()))
         h = rng.normal(size=8).astype(np.float16).astype(np.float32)
-        state = StoredState(
-            StreamState(h, int(rng.integers(0, 2**40)), episode, rng.normal(size=norm_size)), partition, offset
-        )
+        norm = rng.normal(size=shape.norm_size)
+        norm[slice(*shape.single)] = norm[slice(*shape.single)].astype(np.float32)
+        state = StoredState(StreamState(h, int(rng.integers(0, 2**40)), episode, norm), partition, offset)
         stored.append(state)
-        raw = pack_state(state)
+        raw = pack_state(state, shape)
         raws.append({None: None, "ok": raw, "short": raw[:-2], "foreign": b"XX" + raw[2:]}[form])
-    assert pack_states(StoredBatch.of(stored, 8, norm_size)) == [pack_state(s) for s in stored]
-    batch, usable = unpack_states(raws, 8, norm_size)
+    packed = pack_states(StoredBatch.of(stored, 8, shape.norm_size), shape)
+    assert packed == [pack_state(s, shape) for s in stored]
+    batch, usable = unpack_states(raws, shape)
     for i, raw in enumerate(raws):
-        single = unpack_state(raw, 8, norm_size) if raw is not None else None
+        single = unpack_state(raw, shape) if raw is not None else None
         assert usable[i] == (single is not None)
         if single is None:
             assert (batch.partition[i], batch.offset[i], batch.states.last_ts[i]) == (-1, -1, -1)
@@ -253,7 +290,9 @@ def test_batched_state_codec_is_the_single_one(rows: list[tuple], norm_size: int
         assert got.stream.episode == single.stream.episode
         np.testing.assert_array_equal(got.stream.h, single.stream.h)
         np.testing.assert_array_equal(got.stream.norm, single.stream.norm)
-    assert unpack_states(raws, 9, norm_size)[1].sum() == 0  # another model size: nothing usable
+        np.testing.assert_array_equal(got.stream.norm, stored[i].stream.norm)  # lossless
+    another = StateShape(9, shape.norm_size, shape.single)
+    assert unpack_states(raws, another)[1].sum() == 0  # another model size: nothing usable
 
 
 def test_foreign_state_is_ignored_and_replaced(detector: Detector) -> None:

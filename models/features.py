@@ -34,6 +34,13 @@ _DAY_MS = 86_400_000
 _NORM_ALPHA = 0.005
 _VAR_FLOOR = 1e-6
 _Z_CLIP = 50.0
+# Once a stream has this many events, each one moves its statistics by at most _DELTA_CLIP of its
+# scale: one wild reading (a glitch, a sentinel such as 1e308) used to swell the variance so far
+# that the stream was blind for thousands of events, or for good once the square overflowed. A
+# real change of level still gets through: each clipped step widens the scale, and the next
+# steps with it. Lenient enough to leave synthetic streams' incidents (at most ~15 sd) alone.
+_DELTA_CLIP = 20.0
+_ROBUST_FROM = 10
 # The time gap (log1p seconds) of a stream normalised by its own statistics is never known to
 # better than this: regular sampling has a running variance near zero, so one missed reading
 # (a gap four times the usual) was a 40-150σ event, and on long streams nearly every false
@@ -469,6 +476,8 @@ class FeatureSpec:
         # Exponentially weighted mean and variance; an exact running mean while young.
         alpha = np.maximum(1.0 / (count + 1.0), _NORM_ALPHA)
         delta = targets - mean
+        bound = _DELTA_CLIP * scale
+        delta = np.where(count >= _ROBUST_FROM, np.clip(delta, -bound, bound), delta)
         new_mean = np.where(seen, mean + alpha * delta, targets)
         new_var = np.where(seen, (1 - alpha) * (var + alpha * delta**2), 0.0)
         return y, center, scale, np.concatenate([count + 1.0, new_mean, new_var], axis=1)

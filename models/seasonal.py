@@ -65,6 +65,7 @@ _SCALARS = 7
 # An hour's readings agree on their minute when the circular mean of their minutes is this long.
 _ONE_MINUTE = 0.9
 _STREAM = 3  # per-stream floats: day, minute (cos, sin)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def seasonal_size(features: int) -> int:
@@ -153,7 +154,8 @@ def advance_seasonal(
     # Held at float32 precision: a stored state keeps the hours' means as float32 (half the bytes
     # of most of its memory), and rounding here keeps a stream scored offline and one scored by a
     # worker, through Redis, bit for bit the same.
-    today[rows, :, bin_now] = (mean + (values - mean) / n).astype(np.float32)
+    updated = np.clip(mean + (values - mean) / n, -_FLOAT32_MAX, _FLOAT32_MAX)  # a 1e300 reading
+    today[rows, :, bin_now] = updated.astype(np.float32)
     return chance, np.where(complete, expected, np.nan)
 
 

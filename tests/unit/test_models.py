@@ -710,6 +710,26 @@ def test_a_missed_reading_is_not_an_incident() -> None:
     assert results[2800].alert and results[2800].explanation[0]["feature"] == "value"
 
 
+@pytest.mark.parametrize("wild", [1e6, 1e300])
+def test_one_wild_reading_does_not_blind_a_stream(wild: float) -> None:
+    """A glitch (a reading 1e5 times the stream's spread, or a sentinel near the float limit) is
+    an alert, and the stream still sees a shift of 15 sd 700 readings later. It used to swell the
+    stream's statistics so far that the shift went unseen (1e6), or for good, once the variance
+    overflowed (1e300)."""
+    detector = shipped("generic")
+    rng = np.random.default_rng(3)
+    values = 10.0 + rng.normal(0.0, 1.0, 1500)
+    values[500] = wild
+    values[1200:1230] += 15.0
+    start = 1_700_000_000_000
+    events = [(start + i * 300_000, {"value": float(v)}) for i, v in enumerate(values)]
+    with np.errstate(over="raise", invalid="raise"):  # nothing overflows on the way
+        results, state = detector.score_sequence(events)
+    assert results[500].alert
+    assert any(r.alert for r in results[1200:1205])
+    assert np.isfinite(state.norm[~np.isnan(state.norm)]).all()
+
+
 def test_the_time_gap_is_judged_by_its_own_term_not_in_the_score() -> None:
     """A missed reading's gap term runs to 100+ nats (a Gaussian head cannot price a gap four
     times the usual that comes once in 500 readings). In the score it would stretch the

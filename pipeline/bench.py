@@ -150,17 +150,17 @@ def _naive(
     from pipeline.state import StateShape, StoredState, pack_state, state_key, unpack_state
 
     client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
+    shapes = {kind: StateShape.of(detector) for kind, detector in detectors.items()}
     started = time.perf_counter()
     for offset, (kind, raw) in enumerate(sample):
         detector = detectors[kind]
         event = decode_event(orjson.dumps(raw), features=detector.spec.names)
         key = state_key(namespace, detector.ident, kind, event.key)
         stored_raw = client.get(key)
-        shape = StateShape.of(detector)
-        stored = unpack_state(stored_raw, shape) if isinstance(stored_raw, bytes) else None
+        stored = unpack_state(stored_raw, shapes[kind]) if isinstance(stored_raw, bytes) else None
         state = stored.stream if stored else detector.new_state()
         _, (new,) = detector.step([state], [(event.ts, event.values)])
-        client.set(key, pack_state(StoredState(new, 0, offset), shape), ex=3600)
+        client.set(key, pack_state(StoredState(new, 0, offset), shapes[kind]), ex=3600)
     elapsed = time.perf_counter() - started
     client.close()
     return len(sample) / elapsed

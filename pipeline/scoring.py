@@ -119,6 +119,7 @@ class BatchScorer:
         self.max_event_values = max_event_values
         self._features = {kind: frozenset(d.spec.names) for kind, d in detectors.items()}
         self._key_prefixes = {kind: state_key_prefix(namespace, d.ident, kind) for kind, d in detectors.items()}
+        self._shapes = {kind: StateShape.of(d) for kind, d in detectors.items()}
 
     def _decode(self, record: KafkaRecord, kind: str | None) -> Event:
         """The record's event, or InvalidEvent with the reason (``kind``: its topic's, if any)."""
@@ -187,7 +188,7 @@ class BatchScorer:
             written = np.array([i for i, g in enumerate(groups.values()) if g.events], dtype=np.intp)
             packed = pack_states(
                 StoredBatch(states.states.take(written), states.partition[written], states.offset[written]),
-                StateShape.of(self.detectors[kind]),
+                self._shapes[kind],
             )
             outcome.states.update(zip((redis_keys[i] for i in written), packed, strict=True))
         # Found kind by kind, stream by stream: published in each partition's order.
@@ -204,7 +205,7 @@ class BatchScorer:
     ) -> StoredBatch:
         """Apply every pending event of one kind's streams to their stored states, in arrays."""
         detector = self.detectors[kind]
-        stored, usable = unpack_states(raws, StateShape.of(detector))
+        stored, usable = unpack_states(raws, self._shapes[kind])
         for i in np.flatnonzero(~usable & np.array([r is not None for r in raws], dtype=bool)):
             outcome.ignored_states += 1
             logger.warning("state %s has another layout or model size; starting the stream afresh", keys[i])

@@ -63,6 +63,12 @@ class StateShape:
     norm_size: int = 0
     single: tuple[int, int] = (0, 0)
 
+    @property
+    def header(self) -> tuple[int, int, int, int]:
+        """What a packed state's header records of it (_SHAPE_FIELDS)."""
+        start, stop = self.single
+        return self.hidden, self.norm_size, start, stop - start
+
     @classmethod
     def of(cls, detector: Detector) -> StateShape:
         part = detector.spec.single_slice
@@ -125,6 +131,7 @@ _HEADER_FIELDS = (
     ("peak", "d", "<f8"),
     ("recent", "d", "<f8"),
 )
+_SHAPE_FIELDS = ("hidden", "norm_size", "single_at", "single_size")
 # One state at a time (the naive baseline, tests, tools): struct is the cheapest codec.
 _HEADER = struct.Struct("<" + "".join(code for _, code, _ in _HEADER_FIELDS))
 
@@ -152,10 +159,8 @@ def pack_states(batch: StoredBatch, shape: StateShape) -> list[bytes]:
     records = np.zeros(len(states), dtype=_layout(shape))
     records["magic"] = _MAGIC
     records["layout"] = LAYOUT_VERSION
-    records["hidden"] = shape.hidden
-    records["norm_size"] = shape.norm_size
-    records["single_at"] = start
-    records["single_size"] = stop - start
+    for name, value in zip(_SHAPE_FIELDS, shape.header, strict=True):
+        records[name] = value
     records["partition"] = batch.partition
     records["offset"] = batch.offset
     records["last_ts"] = states.last_ts
@@ -178,16 +183,12 @@ def unpack_states(raws: Sequence[bytes | None], shape: StateShape) -> tuple[Stor
     one written by another layout or model shape, gives a new stream's state (partition -1)."""
     layout = _layout(shape)
     hidden, norm_size = shape.hidden, shape.norm_size
-    start, stop = shape.single
     prefix = _MAGIC + bytes([LAYOUT_VERSION])
     usable = np.array([r is not None and len(r) == layout.itemsize and r.startswith(prefix) for r in raws], dtype=bool)
     found = np.frombuffer(b"".join(r for r, ok in zip(raws, usable, strict=True) if ok and r), dtype=layout)
-    same_model = (
-        (found["hidden"] == hidden)
-        & (found["norm_size"] == norm_size)
-        & (found["single_at"] == start)
-        & (found["single_size"] == stop - start)
-    )
+    same_model = np.ones(len(found), dtype=bool)
+    for name, value in zip(_SHAPE_FIELDS, shape.header, strict=True):
+        same_model &= found[name] == value
     usable[usable] = same_model
     found = found[same_model]
     n = len(raws)
@@ -220,10 +221,7 @@ def pack_state(state: StoredState, shape: StateShape) -> bytes:
     header = _HEADER.pack(
         _MAGIC,
         LAYOUT_VERSION,
-        shape.hidden,
-        shape.norm_size,
-        start,
-        stop - start,
+        *shape.header,
         state.partition,
         state.offset,
         state.stream.last_ts,
@@ -251,13 +249,7 @@ def unpack_state(raw: bytes, shape: StateShape) -> StoredState | None:
     if len(raw) != layout.itemsize or raw[:2] != _MAGIC or raw[2] != LAYOUT_VERSION:
         return None
     r = np.frombuffer(raw, dtype=layout, count=1)[0]
-    start, stop = shape.single
-    if (r["hidden"], r["norm_size"], r["single_at"], r["single_size"]) != (
-        shape.hidden,
-        shape.norm_size,
-        start,
-        stop - start,
-    ):
+    if tuple(int(r[name]) for name in _SHAPE_FIELDS) != shape.header:
         return None
     episode = EpisodeState(
         count=int(r["count"]),

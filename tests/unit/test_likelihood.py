@@ -23,8 +23,12 @@ from models.likelihood import (
 
 
 def _noise(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Surprise, and values that fill their range evenly: no level inside it stays new for long
+    (a Gaussian's sparse tails would be novel now and then, which is not what these tests test)."""
     rng = np.random.default_rng(seed)
-    return np.abs(rng.normal(size=n)), rng.normal(10.0, 1.0, size=(n, 1))
+    values = rng.uniform(8.0, 12.0, size=(n, 1))
+    values[:2, 0] = 8.0, 12.0  # the range from the start: no record is beaten by a hair later
+    return np.abs(rng.normal(size=n)), values
 
 
 def test_nothing_is_scored_while_learning() -> None:
@@ -68,6 +72,42 @@ def test_values_outside_the_range_rank_by_how_far_outside() -> None:
     outside = [scores[at] for at in excursions]
     assert LIKELIHOOD_TOP < outside[0] < outside[1] < outside[2] < 1.0
     assert outside[0] == pytest.approx(1.0 - (1.0 - LIKELIHOOD_TOP) / 1.001)
+
+
+def test_a_level_the_stream_has_never_been_at_scores_over_every_likelihood() -> None:
+    """A square wave between 0 and 10 that stops halfway, at 5: inside the range, but nowhere the
+    stream has been. Once it has been there, it is no longer new."""
+    rng = np.random.default_rng(1)
+    surprise = np.abs(rng.normal(size=1200))
+    values = (np.where((np.arange(1200) // 50) % 2 == 0, 0.0, 10.0) + rng.uniform(-0.5, 0.5, 1200))[:, None]
+    values[:2, 0] = -0.5, 10.5  # the range from the start
+    values[1000:1010, 0] = 5.0 + rng.uniform(-0.05, 0.05, 10)
+    values[1100, 0] = 5.0
+    scores = AnomalyLikelihood().score_series(surprise, values)
+    assert scores[1000] > LIKELIHOOD_TOP >= max(scores[:1000].max(), scores[1001:].max())
+    assert AnomalyLikelihood(spatial=False).score_series(surprise, values)[1000] < LIKELIHOOD_TOP
+    # Ranked by its distance from the nearest level held, as a share of the range: ~4.5 / 11.
+    assert scores[1000] == pytest.approx(1.0 - (1.0 - LIKELIHOOD_TOP) / 1.41, abs=2e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=2, max_size=120),
+    st.lists(st.integers(0, 10_000), min_size=1, max_size=40),
+)
+@example([0.0, 1.0, 2.0, 3.0, 4.0], [0, 4, 2])  # a ramp: every event stretches the range
+@example([5.0, 5.0, 5.0, 1e6], [0])  # a range of one value, then one far wider
+def test_a_value_the_stream_has_shown_is_never_novel(fresh: list[float], repeats: list[int]) -> None:
+    """However the range has grown since (the bins are redrawn each time it does), a value the
+    stream has already shown does not open the gate: redrawing blurs the bins, never empties one."""
+    lk = AnomalyLikelihood(learning=0, spatial_quiet=0)
+    memory = np.zeros((1, gate_size(1)))
+    for t, value in enumerate(fresh):
+        advance_gate(lk, memory, np.array([1.0]), np.array([[value]]), np.array([float(t)]))
+    for k, pick in enumerate(repeats):
+        value = fresh[pick % len(fresh)]
+        _, opened = advance_gate(lk, memory, np.array([1.0]), np.array([[value]]), np.array([float(len(fresh) + k)]))
+        assert not opened[0]
 
 
 def test_an_excursion_scores_over_the_likelihood_once() -> None:

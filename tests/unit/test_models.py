@@ -625,10 +625,10 @@ def test_stream_memory_keeps_each_part_in_its_place_with_several_values() -> Non
         residual_rule=True,
         likelihood_gate=True,
     )
-    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (5 * 2 + 1) + 4 * 2 + 3 * 2 + (4 + 2 * 2)
+    assert spec.norm_size == (1 + 2 * 3) + 2 * 2 + (5 * 2 + 1) + 4 * 2 + 3 * 2 + (4 + 4 * 2)
     rng = np.random.default_rng(14)
     norms = spec.new_norm()[None, :]
-    norms[0, spec.gate_slice] = marker = np.arange(8.0) + 0.5
+    norms[0, spec.gate_slice] = marker = np.arange(12.0) + 0.5
     norms[0, spec.residual_slice] = residual_marker = -np.arange(6.0) - 0.5
     chances = []
     for t in range(90):  # the level rule judges a stream from its 75th event

@@ -90,7 +90,7 @@ class AnomalyLikelihood:
         if state.count <= self.learning:
             return 0.5
         score = min(self._score(float(z[0]), state), LIKELIHOOD_TOP)
-        return 1.0 - (1.0 - LIKELIHOOD_TOP) / (1.0 + _novelty_share(before, _level(x[0]))) if opened[0] else score
+        return 1.0 - (1.0 - LIKELIHOOD_TOP) / (1.0 + _novelty_share(before, x[0])) if opened[0] else score
 
     def _score(self, z: float, state: LikelihoodState) -> float:
         likelihood = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
@@ -165,7 +165,7 @@ def advance_gate(
     bins = np.where(first[:, None], np.uint64(0), _rebin(bins, low, high, new_low, new_high))
     bins |= _bin_of(values, new_low, new_high)
     low[:], high[:] = new_low, new_high
-    words[:] = _split(bins)
+    _store(words, bins)
     return z, opened
 
 
@@ -190,8 +190,10 @@ def _join(words: np.ndarray) -> np.ndarray:
     return as_int[..., 0] | (as_int[..., 1] << np.uint64(32))
 
 
-def _split(bins: np.ndarray) -> np.ndarray:
-    return np.stack([bins & np.uint64(0xFFFFFFFF), bins >> np.uint64(32)], axis=-1).astype(np.float64)
+def _store(words: np.ndarray, bins: np.ndarray) -> None:
+    """Write ``bins`` into the memory's ``words`` in place, low 32 bits first (``_join``'s inverse)."""
+    words[..., 0] = bins & np.uint64(0xFFFFFFFF)
+    words[..., 1] = bins >> np.uint64(32)
 
 
 def _span(first_bin: np.ndarray, last_bin: np.ndarray) -> np.ndarray:
@@ -210,7 +212,8 @@ def _position(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarr
 
 
 def _bin(position: np.ndarray) -> np.ndarray:
-    # fmin / fmax, not clip: NaN (a range too wide for a float, readings near ±1e308) is a bin too.
+    # fmin / fmax: ufuncs, cheaper per call than np.clip on the one-stream path; ±inf (a range of
+    # a few ulps, _position) lands in the last or first bin.
     return np.fmax(np.fmin(np.floor(position), NOVELTY_BINS - 1), 0).astype(np.int64)
 
 
@@ -253,12 +256,13 @@ def _rebin(
 
 
 def _novelty_share(memory: np.ndarray, values: np.ndarray) -> float:
-    """How novel an event's ``values`` are against its stream's gate ``memory`` (1, gate_size)
-    before it: how far outside the range, or for a value inside it, how far from the nearest bin
-    that held a value, as a share of the range; the largest over its features (inf for a range
-    of one value). Asked only of a novel event, not of every event."""
-    n = len(values)
-    low, high, words = _range_parts(memory, n)
+    """How novel an event's raw ``values`` are, on the gate's scale (``_level``), against its
+    stream's gate ``memory`` (1, gate_size) before it: how far outside the range, or for a value
+    inside it, how far from the nearest bin that held a value, as a share of the range; the
+    largest over its features (inf for a range of one value). Asked only of a novel event, not
+    of every event."""
+    values = _level(np.asarray(values, dtype=np.float64))
+    low, high, words = _range_parts(memory, len(values))
     bins = _join(words)[0]
     shares = []
     for f, x in enumerate(values):

@@ -48,6 +48,21 @@ def test_a_run_of_surprise_scores_far_above_noise() -> None:
     assert red.sum() >= 1 and not np.any(red[1:] & red[:-1])
 
 
+def test_a_record_is_judged_before_the_likelihood_has_learned_but_a_new_level_is_not() -> None:
+    """A range needs fewer events than a history of surprise: a record scores over every
+    likelihood from the stream's ``record_learning``-th event, a level inside the range only once
+    the likelihood has learned (its bins fill slower), and nothing scores before that."""
+    surprise, values = _noise(300)
+    values[2:, 0] = np.where(values[2:, 0] < 10.0, 8.5, 11.5)  # two levels: 10 has never been seen
+    values[50, 0] = 13.0  # a record before records are judged
+    values[150, 0] = 14.0  # a record after
+    values[200, 0] = 10.0  # a new level inside the range, before the likelihood has learned
+    scores = AnomalyLikelihood(learning=288, record_learning=100).score_series(surprise, values)
+    assert scores[150] > LIKELIHOOD_TOP
+    assert np.all(np.delete(scores[:288], 150) == 0.5)
+    assert AnomalyLikelihood(learning=100, record_learning=100).score_series(surprise, values)[200] > LIKELIHOOD_TOP
+
+
 def test_a_value_outside_the_seen_range_scores_over_every_likelihood() -> None:
     surprise, values = _noise(1000)
     surprise[500:510] += 50.0  # a red likelihood: the top of what the surprise alone can score
@@ -140,14 +155,20 @@ def test_scores_are_in_the_unit_interval_and_stepwise_equals_series(surprise: li
 
 
 @settings(max_examples=25, deadline=None)
-@given(streams=st.integers(1, 5), seed=st.integers(0, 1000), learning=st.integers(0, 40))
+@given(
+    streams=st.integers(1, 5),
+    seed=st.integers(0, 1000),
+    learning=st.integers(0, 40),
+    record_learning=st.integers(0, 40),
+)
 def test_the_gate_keeps_the_likelihoods_statistics_for_many_streams_at_once(
-    streams: int, seed: int, learning: int
+    streams: int, seed: int, learning: int, record_learning: int
 ) -> None:
     """advance_gate over several streams, event by event, says what ``update`` says of each
     stream alone: the same z (the score's likelihood, where no red filter demotes it), and the
-    gate opens for a value outside the range only where ``update`` scores it over the likelihood."""
-    lk = AnomalyLikelihood(learning=learning, spatial_quiet=3)
+    gate opens for a novel value exactly where ``update`` scores it over the likelihood — a
+    record as soon as records are judged, even while the likelihood is still learning."""
+    lk = AnomalyLikelihood(learning=learning, record_learning=record_learning, spatial_quiet=3)
     rng = np.random.default_rng(seed)
     surprise = np.abs(rng.standard_t(3, size=(streams, 150)))
     values = np.cumsum(rng.normal(size=(streams, 150, 2)), axis=1)
@@ -157,12 +178,15 @@ def test_the_gate_keeps_the_likelihoods_statistics_for_many_streams_at_once(
         z, opened = advance_gate(lk, memory, surprise[:, t], values[:, t], np.full(streams, float(t)))
         for i, state in enumerate(states):
             score = lk.update(float(surprise[i, t]), values[i, t], state)
+            assert opened[i] == (score > LIKELIHOOD_TOP)
+            if t < min(learning, record_learning):
+                assert not opened[i]
             if t < learning:
-                assert z[i] == np.inf and not opened[i] and score == 0.5
+                assert z[i] == np.inf and (opened[i] or score == 0.5)
                 continue
             tail = 0.5 * math.erfc(z[i] / math.sqrt(2.0))
             if opened[i]:
-                assert score > LIKELIHOOD_TOP
+                continue
             elif tail > 1e-5:  # not red: no filter reshapes the score
                 assert score == pytest.approx(math.log(1.0000000001 - (1.0 - tail)) / math.log(1e-10), abs=1e-6)
 

@@ -4,7 +4,8 @@ Each file is one stream scored from its first record with a fresh state: the hid
 stream's running normalisation and its anomaly likelihood adapt as it goes; nothing is looked at
 ahead of time. A record's NAB score is the anomaly likelihood of the GRU's surprise
 (``models.likelihood``): NAB sweeps one threshold over all 58 files, so scores must mean the same
-on every stream, which the raw surprise does not.
+on every stream, which the raw surprise does not. Its spatial check scores a novel value over
+every likelihood; the detector's ``stuck`` rule adds novel spells (``spell_starts``).
 
 Scored the same way, apart (``alerts``): the detector's own alerts, 1 where an episode opens and 0
 elsewhere — what a worker would page for on these series, at the model's threshold rather than
@@ -12,13 +13,13 @@ the best one the sweep finds.
 
 And the baseline (``baseline``), measured in the same run: the same anomaly likelihood over a
 running z-score instead of the GRU's surprise — each value against its stream's running
-statistics, the ones the model's inputs are standardised by. What the model adds on NAB is the
-gap between the two.
+statistics, the ones the model's inputs are standardised by — without the detector's spells.
+What the detector adds on NAB is the gap between the two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from models.detector import Detector
+from models.detector import Detector, Scored
 from models.features import FeatureSpec
 from models.likelihood import AnomalyLikelihood
 from models.nab import corpus_scores, load_profiles, load_windows, parse_nab_time
 from pipeline.errors import InputFileError
 from producers.files import read_nab
 
-__all__ = ["BASELINE", "NabFile", "NabRun", "run_nab", "running_z"]
+__all__ = ["BASELINE", "NabFile", "NabRun", "run_nab", "running_z", "spell_starts"]
 
 BASELINE = "running z-score"
 # Per-stream running statistics and nothing else: the standardisation the generic model's inputs
@@ -101,7 +102,7 @@ def run_nab(
         scored[name] = NabFile(
             timestamps,
             values,
-            likelihood.score_series([r.surprise for r in results], values),
+            likelihood.score_series([r.surprise for r in results], values, spell_starts(results)),
             np.array([1.0 if r.alert else 0.0 for r in results]),
             likelihood.score_series(running_z(values), values),
         )
@@ -122,6 +123,19 @@ def run_nab(
         "baseline": {"detector": BASELINE, **summary(lambda f: f.baseline)},
     }
     return NabRun(scored, {n: windows[n] for n in scored}, result)
+
+
+def spell_starts(results: Sequence[Scored]) -> list[bool]:
+    """Per event, whether it starts a run of events the detector's ``stuck`` rule finds anomalous:
+    a spell of repeats longer than any its stream has shown and improbable at its own repeat rate.
+    The first event of the run, as a novel value scores once per novelty.
+
+    >>> rule = lambda r: Scored(0.0, 1e-4 if r else 0.5, r is not None, False, None, None, rule=r)
+    >>> spell_starts([rule(r) for r in (None, "stuck", "stuck", "score", "stuck", None, "stuck")])
+    [False, True, False, False, True, False, True]
+    """
+    stuck = [r.anomalous and r.rule == "stuck" for r in results]
+    return [now and not before for before, now in zip([False, *stuck], stuck, strict=False)]
 
 
 def running_z(values: np.ndarray) -> np.ndarray:

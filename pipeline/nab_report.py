@@ -189,7 +189,7 @@ tr.baseline {{ background: #eeeeee; }}
 {standard["false_positives"]} detections outside windows.
 "gruwatch alerts" scores the worker's own alerts ({result["alerts"]["count"]:,} of them); the
 baseline, measured in the same run, is the same anomaly likelihood over a running z-score
-instead of the model's surprise.</p>
+instead of the model's surprise, without the detector's novel spells (its stuck rule).</p>
 <h2>Corpus scores</h2>
 <table><tr><th>detector</th>{"".join(f"<th>{p}</th>" for p in PROFILES)}</tr>
 {chr(10).join(rows)}

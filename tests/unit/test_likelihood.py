@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from models.likelihood import (
     LIKELIHOOD_TOP,
+    SPELL_SCORE,
     AnomalyLikelihood,
     advance_gate,
     gate_probabilities,
@@ -61,6 +62,19 @@ def test_a_record_is_judged_before_the_likelihood_has_learned_but_a_new_level_is
     assert scores[150] > LIKELIHOOD_TOP
     assert np.all(np.delete(scores[:288], 150) == 0.5)
     assert AnomalyLikelihood(learning=100, record_learning=100).score_series(surprise, values)[200] > LIKELIHOOD_TOP
+
+
+def test_a_novel_spell_scores_over_every_likelihood_where_it_starts() -> None:
+    """A detector's stuck rule marks where a spell longer than any before starts: that event
+    scores as a novel value a whole range away, though its value is one the stream has shown."""
+    surprise, values = _noise(1000)
+    surprise[500:510] += 50.0  # a red likelihood
+    values[700:760, 0] = values[699, 0]
+    spells = np.zeros(1000, dtype=bool)
+    spells[705] = True
+    scores = AnomalyLikelihood().score_series(surprise, values, spells)
+    assert scores[705] == SPELL_SCORE > LIKELIHOOD_TOP >= np.delete(scores, 705).max()
+    assert AnomalyLikelihood(spatial=False).score_series(surprise, values, spells)[705] < LIKELIHOOD_TOP
 
 
 def test_a_value_outside_the_seen_range_scores_over_every_likelihood() -> None:

@@ -2,10 +2,11 @@
 
 Each file is one stream scored from its first record with a fresh state: the hidden state, the
 stream's running normalisation and its anomaly likelihood adapt as it goes; nothing is looked at
-ahead of time. A record's NAB score is the anomaly likelihood of the GRU's surprise
-(``models.likelihood``): NAB sweeps one threshold over all 58 files, so scores must mean the same
-on every stream, which the raw surprise does not. Its spatial check scores a novel value over
-every likelihood; the detector's ``stuck`` rule adds novel spells (``spell_starts``).
+ahead of time. The files step together, as one batch of streams (the worker's path). A record's
+NAB score is the anomaly likelihood of the GRU's surprise (``models.likelihood``): NAB sweeps one
+threshold over all 58 files, so scores must mean the same on every stream, which the raw
+surprise does not. Its spatial check scores a novel value over every likelihood; the detector's
+``stuck`` rule adds novel spells (``spell_starts``).
 
 Scored the same way, apart (``alerts``): the detector's own alerts, 1 where an episode opens and 0
 elsewhere — what a worker would page for on these series, at the model's threshold rather than
@@ -27,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from models.detector import Detector, Scored
+from models.calibration import RULE_NAMES
+from models.detector import Detector, StateBatch
 from models.features import FeatureSpec
 from models.likelihood import AnomalyLikelihood
 from models.nab import corpus_scores, load_profiles, load_windows, parse_nab_time
@@ -37,6 +39,9 @@ from producers.files import read_nab
 __all__ = ["BASELINE", "NabFile", "NabRun", "run_nab", "running_z", "spell_starts"]
 
 BASELINE = "running z-score"
+Event = tuple[int, dict[str, float]]
+# Events of each file a batch step scores: the progress bar's grain (NAB's longest file: 12 steps).
+_CHUNK = 2048
 # Per-stream running statistics and nothing else: the standardisation the generic model's inputs
 # go through (FeatureSpec.stream_norm), without its rules. Computed here rather than taken from the
 # detector's pass (~6 s over NAB's 365,558 records): the baseline must not depend on the model
@@ -69,9 +74,10 @@ class NabRun:
 def run_nab(
     detector: Detector,
     nab_dir: Path,
-    on_file: Callable[[str, int], None] = lambda name, rows: None,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
     likelihood: AnomalyLikelihood | None = None,
 ) -> NabRun:
+    """Score every labelled NAB file; ``on_progress(records scored, records in all)``."""
     likelihood = likelihood or AnomalyLikelihood()
     data_dir, labels, profiles_file = (
         nab_dir / "data",
@@ -82,7 +88,7 @@ def run_nab(
         if not needed.exists():
             raise InputFileError(f"{nab_dir} is not a NAB checkout: {needed.relative_to(nab_dir)} is missing")
     windows = load_windows(labels)
-    scored: dict[str, NabFile] = {}
+    files: dict[str, tuple[list[datetime], list[Event]]] = {}
     for path in sorted(data_dir.glob("*/*.csv")):
         name = str(path.relative_to(data_dir))
         if name not in windows:
@@ -97,16 +103,15 @@ def run_nab(
             for t, r in zip(timestamps, rows, strict=True)
             if r.obj
         ]
-        results, _ = detector.score_sequence(events)
-        values = np.array([v["value"] for _, v in events])
-        scored[name] = NabFile(
-            timestamps,
-            values,
-            likelihood.score_series([r.surprise for r in results], values, spell_starts(results)),
-            np.array([1.0 if r.alert else 0.0 for r in results]),
-            likelihood.score_series(running_z(values), values),
-        )
-        on_file(name, len(events))
+        files[name] = (timestamps, events)
+    surprise, stuck, alerts = _score_files(detector, [events for _, events in files.values()], on_progress)
+    values = [np.array([v["value"] for _, v in events]) for _, events in files.values()]
+    scores = likelihood.score_streams(surprise, values, [spell_starts(s) for s in stuck])
+    baseline = likelihood.score_streams([running_z(v) for v in values], values)
+    scored = {
+        name: NabFile(timestamps, values[i], scores[i], alerts[i].astype(np.float64), baseline[i])
+        for i, (name, (timestamps, _)) in enumerate(files.items())
+    }
     profiles = load_profiles(profiles_file)
 
     def summary(column: Callable[[NabFile], np.ndarray]) -> dict[str, Any]:
@@ -125,17 +130,53 @@ def run_nab(
     return NabRun(scored, {n: windows[n] for n in scored}, result)
 
 
-def spell_starts(results: Sequence[Scored]) -> list[bool]:
-    """Per event, whether it starts a run of events the detector's ``stuck`` rule finds anomalous:
-    a spell of repeats longer than any its stream has shown and improbable at its own repeat rate.
-    The first event of the run, as a novel value scores once per novelty.
+def _score_files(
+    detector: Detector, files: Sequence[Sequence[Event]], on_progress: Callable[[int, int], None]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Every file as one stream of a batch, ``_CHUNK`` events of each a step (``step_batch``, the
+    worker's path: its scores equal ``score_sequence``'s to float tolerance, its decisions
+    exactly). On NAB ~9x faster than file after file, whose every event is a step of one stream.
+    Returns per file its events' surprise, whether the ``stuck`` rule found each anomalous, and
+    where the detector alerted."""
+    lengths = np.array([len(events) for events in files], dtype=np.int64)
+    total = int(lengths.sum())
+    states = StateBatch.of([detector.new_state() for _ in files], detector.hidden, detector.spec.norm_size)
+    surprise = [np.zeros(n) for n in lengths]
+    stuck = [np.zeros(n, dtype=bool) for n in lengths]
+    alerts = [np.zeros(n, dtype=bool) for n in lengths]
+    done = np.zeros(len(files), dtype=np.int64)
+    by_stuck = RULE_NAMES.index("stuck")
+    while np.any(done < lengths):
+        live = np.flatnonzero(done < lengths)
+        counts = np.minimum(lengths[live] - done[live], _CHUNK)
+        events = [
+            e for i, n in zip(live.tolist(), counts.tolist(), strict=True) for e in files[i][done[i] : done[i] + n]
+        ]
+        ts = np.array([t for t, _ in events], dtype=np.int64)
+        out, decision, new = detector.step_batch(states.take(live), ts, [v for _, v in events], counts)
+        states.put(live, new)
+        at = 0
+        for i, n in zip(live.tolist(), counts.tolist(), strict=True):
+            part, where = slice(at, at + n), slice(done[i], done[i] + n)
+            surprise[i][where] = out.surprise[part]
+            stuck[i][where] = decision.anomalous[part] & (decision.rule[part] == by_stuck)
+            alerts[i][where] = decision.alert[part]
+            at += n
+            done[i] += n
+        on_progress(int(done.sum()), total)
+    return surprise, stuck, alerts
 
-    >>> rule = lambda r: Scored(0.0, 1e-4 if r else 0.5, r is not None, False, None, None, rule=r)
-    >>> spell_starts([rule(r) for r in (None, "stuck", "stuck", "score", "stuck", None, "stuck")])
+
+def spell_starts(stuck: Sequence[bool] | np.ndarray) -> np.ndarray:
+    """Per event, whether it starts a run of events the detector's ``stuck`` rule finds anomalous
+    (``stuck``): a spell of repeats longer than any its stream has shown and improbable at its own
+    repeat rate. The first event of the run, as a novel value scores once per novelty.
+
+    >>> spell_starts([False, True, True, False, True, False, True]).tolist()
     [False, True, False, False, True, False, True]
     """
-    stuck = [r.anomalous and r.rule == "stuck" for r in results]
-    return [now and not before for before, now in zip([False, *stuck], stuck, strict=False)]
+    stuck = np.asarray(stuck, dtype=bool)
+    return stuck & ~np.concatenate([[False], stuck[:-1]])
 
 
 def running_z(values: np.ndarray) -> np.ndarray:

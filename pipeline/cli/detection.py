@@ -272,8 +272,8 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool, r
 
     detector = load_model(model_dir, "generic")
     with event_progress() as bar:
-        task = bar.add_task("NAB", total=58)
-        run = run_nab(detector, nab_dir, lambda name, rows: bar.update(task, advance=1, description=name))
+        task = bar.add_task("NAB records", total=None)
+        run = run_nab(detector, nab_dir, lambda done, total: bar.update(task, completed=done, total=total))
     result = run.result
     if report_dir is not None:
         from pipeline.nab_report import write_nab_report

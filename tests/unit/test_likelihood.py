@@ -168,6 +168,28 @@ def test_scores_are_in_the_unit_interval_and_stepwise_equals_series(surprise: li
     assert np.array_equal(series, np.array(stepwise))
 
 
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(0, 80), min_size=1, max_size=6), seed=st.integers(0, 1000))
+def test_streams_scored_at_once_score_as_each_alone(lengths: list[int], seed: int) -> None:
+    """score_streams steps streams of different lengths wave by wave; each stream's scores are
+    what it scores alone, event by event (novel values, spells and red likelihoods included)."""
+    lk = AnomalyLikelihood(learning=20, record_learning=10, spatial_quiet=3)
+    rng = np.random.default_rng(seed)
+    surprise = [np.abs(rng.standard_t(2, size=n)) * rng.uniform(0.5, 5.0) for n in lengths]
+    values = [np.cumsum(rng.normal(size=(n, 1)), axis=0) for n in lengths]
+    spells = [rng.random(n) < 0.05 for n in lengths]
+    together = lk.score_streams(surprise, values, spells)
+    for s, v, b, scores in zip(surprise, values, spells, together, strict=True):
+        state = lk.new_state(1)
+        alone = [lk.update(float(x), row, state, bool(flag)) for x, row, flag in zip(s, v, b, strict=True)]
+        assert scores.tolist() == alone
+
+
+def test_streams_of_different_widths_are_refused() -> None:
+    with pytest.raises(ValueError, match="different numbers of features"):
+        AnomalyLikelihood().score_streams([[1.0], [1.0]], [np.zeros((1, 1)), np.zeros((1, 2))])
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     streams=st.integers(1, 5),

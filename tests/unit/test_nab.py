@@ -7,8 +7,10 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from models.likelihood import LIKELIHOOD_TOP, SPELL_SCORE, AnomalyLikelihood
 from models.nab import (
     CostMatrix,
     best_threshold,
@@ -18,6 +20,8 @@ from models.nab import (
     parse_nab_time,
     sweep_file,
 )
+from pipeline import nab_eval
+from pipeline.modeling import load_model
 
 
 def test_reproduces_artime_published_scores(nab_dir: Path) -> None:
@@ -103,3 +107,59 @@ def test_counts_what_the_chosen_threshold_detects() -> None:
     shares = result["file_scores"]
     assert shares["a"] + shares["b"] == pytest.approx(result["raw"])
     assert -1 < shares["a"] < 0 < shares["b"] < 1
+
+
+def _nab_checkout(nab_dir: Path, root: Path, series: dict[str, list[float]]) -> Path:
+    """A NAB checkout of ``series`` (5-minute records), one window each, NAB's own profiles."""
+    start = datetime(2026, 1, 1)
+    windows = {}
+    for name, values in series.items():
+        path = root / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        times = [start + timedelta(minutes=5 * i) for i in range(len(values))]
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["timestamp", "value"])
+            writer.writerows((t.strftime("%Y-%m-%d %H:%M:%S"), v) for t, v in zip(times, values, strict=True))
+        middle = len(values) // 2
+        windows[name] = [
+            [f"{times[middle]:%Y-%m-%d %H:%M:%S}.000000", f"{times[middle + 20]:%Y-%m-%d %H:%M:%S}.000000"]
+        ]
+    (root / "labels").mkdir()
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+    (root / "config").mkdir()
+    (root / "config" / "profiles.json").write_text((nab_dir / "config" / "profiles.json").read_text())
+    return root
+
+
+def test_files_stepped_together_score_as_each_alone(
+    nab_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_nab steps every file as one batch of streams, a few events of each at a time; every
+    file's NAB scores, spells and alerts are what the file scores alone, event after event."""
+    rng = np.random.default_rng(3)
+    daily = 50 + 10 * np.sin(np.arange(900) * 2 * np.pi / 288) + rng.normal(0, 1, 900)
+    daily[600:660] = daily[599]  # a flat spell the stuck rule finds
+    wander = 5 + np.cumsum(rng.normal(0, 0.1, 500))
+    wander[300] += 8  # a record
+    series = {"a/daily.csv": daily.round(3).tolist(), "b/wander.csv": wander.round(3).tolist()}
+    root = _nab_checkout(nab_dir, tmp_path / "nab", series)
+    detector = load_model(None, "generic")
+    monkeypatch.setattr(nab_eval, "_CHUNK", 37)
+    progress: list[tuple[int, int]] = []
+    run = nab_eval.run_nab(detector, root, lambda done, total: progress.append((done, total)))
+    assert progress[-1] == (1400, 1400) and len(progress) == 900 // 37 + 1
+    likelihood = AnomalyLikelihood()
+    spells = 0
+    for name, values in series.items():
+        events = [
+            (int(t.timestamp() * 1000), {"value": v}) for t, v in zip(run.files[name].timestamps, values, strict=True)
+        ]
+        results, _ = detector.score_sequence(events)
+        stuck = [r.anomalous and r.rule == "stuck" for r in results]
+        spells += int(nab_eval.spell_starts(stuck).sum())
+        alone = likelihood.score_series([r.surprise for r in results], np.array(values), nab_eval.spell_starts(stuck))
+        np.testing.assert_allclose(run.files[name].scores, alone, rtol=1e-6, atol=1e-9)
+        assert run.files[name].alerts.tolist() == [float(r.alert) for r in results]
+    assert spells >= 1 and (run.files["a/daily.csv"].scores == SPELL_SCORE).any()
+    assert (run.files["b/wander.csv"].scores > LIKELIHOOD_TOP).any()

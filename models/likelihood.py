@@ -327,9 +327,8 @@ def _rebin(
         return bins
     out = bins.copy()
     b, lo, hi, new_lo, new_hi = bins[grown], low[grown], high[grown], new_low[grown], new_high[grown]
-    held = ((b[:, None] >> np.arange(NOVELTY_BINS, dtype=np.uint64)) & np.uint64(1)).astype(bool)
-    width = (hi - lo)[:, None] / NOVELTY_BINS
-    starts = lo[:, None] + np.arange(NOVELTY_BINS) * width
+    held = _held(b)
+    starts, width = _bin_starts(lo, hi)
     first_bin = _bin(_position(starts, new_lo[:, None], new_hi[:, None]))
     ends = _position(starts + width, new_lo[:, None], new_hi[:, None])
     last_bin = np.maximum(first_bin, _bin(np.ceil(ends) - 1))
@@ -345,23 +344,28 @@ def _novelty_share(memory: np.ndarray, values: np.ndarray) -> float:
     inside it, how far from the nearest bin that held a value, as a share of the range; the
     largest over its features (inf for a range of one value). Asked only of a novel event, not
     of every event."""
-    values = _level(np.asarray(values, dtype=np.float64))
-    low, high, words = _range_parts(memory, len(values))
-    bins = _join(words)[0]
-    shares = []
-    for f, x in enumerate(values):
-        lo, hi = float(low[0, f]), float(high[0, f])
-        if hi <= lo:
-            shares.append(math.inf if x != lo else 0.0)
-            continue
-        if x > hi or x < lo:
-            shares.append(max(x - hi, lo - x) / (hi - lo))
-            continue
-        width = (hi - lo) / NOVELTY_BINS
-        held = [k for k in range(NOVELTY_BINS) if int(bins[f]) >> k & 1]
-        gaps = [max(lo + k * width - x, x - (lo + (k + 1) * width), 0.0) for k in held]
-        shares.append(min(gaps, default=hi - lo) / (hi - lo))
-    return float(max(shares))
+    x = _level(np.asarray(values, dtype=np.float64))
+    low, high, words = (part[0] for part in _range_parts(memory, len(x)))
+    span = high - low
+    starts, width = _bin_starts(low, high)
+    gaps = np.maximum(np.maximum(starts - x[:, None], x[:, None] - (starts + width)), 0.0)
+    # No bin held (a range that has only just opened): the whole range away.
+    nearest = np.minimum(np.where(_held(_join(words)), gaps, np.inf).min(axis=1), span)
+    outside = np.maximum(x - high, low - x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(outside > 0, outside, nearest) / span
+    return float(np.where(span > 0, share, np.where(x != low, np.inf, 0.0)).max())
+
+
+def _held(bins: np.ndarray) -> np.ndarray:
+    """Which of NOVELTY_BINS bins each mask of ``bins`` holds: bool (..., NOVELTY_BINS)."""
+    return ((bins[..., None] >> np.arange(NOVELTY_BINS, dtype=np.uint64)) & np.uint64(1)).astype(bool)
+
+
+def _bin_starts(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each bin of a range starts (..., NOVELTY_BINS), and the bins' width (..., 1)."""
+    width = (high - low)[..., None] / NOVELTY_BINS
+    return low[..., None] + np.arange(NOVELTY_BINS) * width, width
 
 
 def gate_probabilities(probability: np.ndarray, z: np.ndarray, opened: np.ndarray, far: float) -> np.ndarray:

@@ -77,6 +77,22 @@ def test_a_novel_spell_scores_over_every_likelihood_where_it_starts() -> None:
     assert AnomalyLikelihood(spatial=False).score_series(surprise, values, spells)[705] < LIKELIHOOD_TOP
 
 
+def test_a_novel_value_is_ranked_by_its_distance_from_what_the_stream_has_shown() -> None:
+    """On the signed log scale, as a share of the range: past the range, from its edge; inside
+    it, from the nearest bin that held a value."""
+    level = np.log1p  # the gate's scale, for positive values
+    lk = AnomalyLikelihood(learning=2, record_learning=2, spatial_quiet=0)
+    state = lk.new_state(1)
+    for value in (1.0, 9.0, 1.0):
+        lk.update(1.0, [value], state)
+    lo, hi = level(1.0), level(9.0)
+    width = (hi - lo) / 64
+    inside = min(level(2.0) - (lo + width), (lo + 63 * width) - level(2.0)) / (hi - lo)
+    assert lk.update(1.0, [2.0], state) == pytest.approx(1.0 - (1.0 - LIKELIHOOD_TOP) / (1.0 + inside), abs=1e-15)
+    outside = (level(30.0) - hi) / (hi - lo)
+    assert lk.update(1.0, [30.0], state) == pytest.approx(1.0 - (1.0 - LIKELIHOOD_TOP) / (1.0 + outside), abs=1e-15)
+
+
 def test_a_value_outside_the_seen_range_scores_over_every_likelihood() -> None:
     surprise, values = _noise(1000)
     surprise[500:510] += 50.0  # a red likelihood: the top of what the surprise alone can score

@@ -5,7 +5,8 @@ file with its share of the standard score at the corpus threshold, next to the p
 of Numenta's HTM (the first bar) and ARTime (the best) — worst gap first, so the files that
 cost most are at the top. Each file links to its timeline (``files/*.png``): the values with
 the labelled windows, the NAB score under the threshold the sweep chose, what that threshold
-detects and where the worker would have alerted.
+detects (by kind: a record, a new level inside the range, a novel spell, a likelihood) and where
+the worker would have alerted. A table counts those kinds in windows and outside them.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 import numpy as np
 
-from models.nab import probation_length
+from models.likelihood import LIKELIHOOD_TOP, SPELL_SCORE
+from models.nab import CostMatrix, probation_length, sweep_file
 from pipeline.nab_eval import NabFile, NabRun
 
-__all__ = ["COMPARED", "write_nab_report"]
+__all__ = ["COMPARED", "KINDS", "detection_kinds", "write_nab_report"]
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 # Published detectors whose per-file scores sit beside ours: Numenta HTM (the first bar) and
@@ -62,6 +64,58 @@ def write_nab_report(
     return page
 
 
+# What made a detection (``detection_kinds``), with its marker and colour on the timelines.
+KINDS = {
+    "record": ("o", "#d62728"),
+    "level": ("s", "#8c564b"),
+    "spell": ("X", "#000000"),
+    "likelihood": ("^", "#2ca02c"),
+}
+
+
+def detection_kinds(scored: NabFile, threshold: float) -> dict[str, np.ndarray]:
+    """Where ``threshold`` detects in a file (after its probation), by what scored the record
+    over it: a *record* (outside every value before it), a new *level* inside that range, a
+    novel *spell* (the detector's stuck rule) — the spatial check's three novelties, all over
+    every likelihood — or the *likelihood* of the surprise itself."""
+    detected = np.flatnonzero(scored.scores >= threshold)
+    detected = detected[detected >= probation_length(len(scored.scores))]
+    values = scored.values
+    low = np.minimum.accumulate(values)[detected - 1]
+    high = np.maximum.accumulate(values)[detected - 1]
+    record = (values[detected] < low) | (values[detected] > high)
+    score = scored.scores[detected]
+    spell = score == SPELL_SCORE
+    novel = score > LIKELIHOOD_TOP
+    return {
+        "record": detected[novel & ~spell & record],
+        "level": detected[novel & ~spell & ~record],
+        "spell": detected[spell],
+        "likelihood": detected[~novel],
+    }
+
+
+def _kind_counts(run: NabRun, threshold: float) -> dict[str, list[int]]:
+    """Per kind over the corpus: detections that are a window's first, later ones in a window
+    (neither rewarded nor penalised), and those outside every window — windows as NAB's sweep
+    places them (``sweep_file``; its weights are not needed here)."""
+    counts = {kind: [0, 0, 0] for kind in KINDS}
+    for name, scored in run.files.items():
+        rows = sweep_file(scored.timestamps, list(scored.scores), run.windows[name], name, _ANY_COST)
+        kinds = detection_kinds(scored, threshold)
+        by_event = {int(i): kind for kind, found in kinds.items() for i in found}
+        opened: set[str] = set()
+        for i in sorted(by_event):
+            window = rows[i].window
+            column = 2 if window is None else 1 if window in opened else 0
+            opened.add(window or "")
+            counts[by_event[i]][column] += 1
+    return counts
+
+
+_ANY_COST = CostMatrix(tp=1.0, fp=-1.0, fn=-1.0)
+
+
 def _png_name(name: str) -> str:
     return name.removesuffix(".csv").replace("/", "__") + ".png"
 
@@ -90,8 +144,6 @@ def _plot_file(
 ) -> None:
     times = matplotlib.dates.date2num(scored.timestamps)  # type: ignore[no-untyped-call]
     probation = probation_length(len(times))
-    detected = np.flatnonzero(scored.scores >= threshold)
-    detected = detected[detected >= probation]
     alerts = np.flatnonzero(scored.alerts > 0)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 5), dpi=100, sharex=True, height_ratios=(3, 2))
     top.plot(times, scored.values, lw=0.6, color="#1f77b4")
@@ -102,8 +154,11 @@ def _plot_file(
         for ax in (top, bottom):
             ax.axvspan(times[0], times[probation - 1], color="#999999", alpha=0.15, lw=0)
     top.scatter(times[alerts], scored.values[alerts], marker="v", s=30, color="#9467bd", zorder=3, label="alert")
-    top.scatter(times[detected], scored.values[detected], marker="o", s=14, color="#d62728", zorder=4, label="detected")
-    top.set_title(f"{name}: windows (orange), probation (grey)")
+    for kind, found in detection_kinds(scored, threshold).items():
+        if len(found):
+            marker, colour = KINDS[kind]
+            top.scatter(times[found], scored.values[found], marker=marker, s=28, color=colour, zorder=4, label=kind)
+    top.set_title(f"{name}: windows (orange), probation (grey), detections by kind")
     top.legend(loc="upper right", fontsize=8)
     bottom.plot(times, scored.scores, lw=0.6, color="#2ca02c")
     bottom.axhline(threshold, color="#d62728", ls="--", lw=1, label=f"threshold {threshold:.4f}")
@@ -172,6 +227,10 @@ def _page(run: NabRun, published: dict[str, dict[str, float]], per_file: dict[st
         ]
         file_rows.append("<tr>" + "".join(cells) + "</tr>")
     compared_heads = "".join(f"<th>{html.escape(d)}</th>" for d in compared)
+    kind_rows = "\n".join(
+        f"<tr><td>{kind}</td>" + "".join(f"<td>{n}</td>" for n in counts) + "</tr>"
+        for kind, counts in _kind_counts(run, standard["threshold"]).items()
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>NAB: {html.escape(result["model"])}</title>
 <style>
@@ -196,6 +255,14 @@ instead of the model's surprise, without the detector's novel spells (its stuck 
 </table>
 <p class=caveat>{_SEEN_AHEAD}</p>
 <img src="leaderboard.png" alt="standard profile scores">
+<h2>What the standard threshold detects</h2>
+<p>By what scored a record over the threshold: a record (outside every value before it), a new
+level inside that range, a novel spell (a run of repeats the detector's stuck rule flags) or
+the likelihood of the model's surprise alone. A window's first detection is rewarded; later ones
+in it count for nothing; one outside every window costs.</p>
+<table class=kinds><tr><th>kind</th><th>a window's first</th><th>later in a window</th><th>outside windows</th></tr>
+{kind_rows}
+</table>
 <h2>Per file (standard profile)</h2>
 <p>Each file's share of the raw score at the corpus threshold (a window detected early is worth
 up to 1, a missed one −1, a detection outside windows up to −0.11), beside the baseline's (at

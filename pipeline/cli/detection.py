@@ -291,7 +291,8 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool, r
     alerts = result["alerts"]
     out.print(_nab_table(f"Its {alerts['count']:,} alerts, as a worker would page them", alerts["details"]))
     baseline = result["baseline"]
-    out.print(_nab_table(f"Baseline, same run: a {baseline['detector']} instead of the model", baseline["details"]))
+    title = f"Baseline, same run: a {baseline['detector']} instead of the model, without its spells"
+    out.print(_nab_table(title, baseline["details"]))
     if report_dir is not None:
         out.print(f"report: {result['report']}")
 

@@ -135,6 +135,16 @@ def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -
     assert all((tmp_path / "report" / href).stat().st_size > 10_000 for href, _ in links)
     assert (tmp_path / "report" / "leaderboard.png").stat().st_size > 10_000
     assert f"<td>{report['standard']:.1f}</td>" in page and "<td>ARTime</td><td>74.9</td>" in page
+    # What the threshold detects, by kind: the windows' first detections and those outside them
+    # add up to what NAB's own count found.
+    kinds = {
+        k: [int(n) for n in ns]
+        for k, *ns in re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td></tr>", page)
+    }
+    assert set(kinds) == {"record", "level", "spell", "likelihood"}
+    assert sum(first for first, _, _ in kinds.values()) == standard["windows_detected"]
+    assert sum(outside for _, _, outside in kinds.values()) == standard["false_positives"]
+    assert kinds["spell"][0] >= 1 and kinds["level"][0] >= 1 and kinds["record"][0] >= 1
     # Beside the published rows, what they were told that ours is not.
     assert "<p class=caveat>" in page and "over the whole file" in page
     # The baseline's row is grey as in the leaderboard, not highlighted as ours.

@@ -22,6 +22,7 @@ from models.nab import (
 )
 from pipeline import nab_eval
 from pipeline.modeling import load_model
+from pipeline.nab_report import detection_kinds
 
 
 def test_reproduces_artime_published_scores(nab_dir: Path) -> None:
@@ -163,3 +164,22 @@ def test_files_stepped_together_score_as_each_alone(
         assert run.files[name].alerts.tolist() == [float(r.alert) for r in results]
     assert spells >= 1 and (run.files["a/daily.csv"].scores == SPELL_SCORE).any()
     assert (run.files["b/wander.csv"].scores > LIKELIHOOD_TOP).any()
+
+
+def test_detections_are_told_apart_by_what_scored_them() -> None:
+    """A record, a new level inside the range, a novel spell and a likelihood, each over the
+    threshold after the probation; nothing during it."""
+    start = datetime(2026, 1, 1)
+    values = np.tile([1.0, 9.0], 50)
+    values[[60, 70, 80, 90]] = [12.0, 5.0, 9.0, 1.0]
+    scores = np.full(100, 0.1)
+    scores[[5, 60, 70]] = 0.9993  # 5: in the probation (15 records of 100)
+    scores[80], scores[90] = SPELL_SCORE, 0.95
+    scored = nab_eval.NabFile([start + timedelta(minutes=i) for i in range(100)], values, scores, np.zeros(100), scores)
+    kinds = detection_kinds(scored, 0.9)
+    assert {k: v.tolist() for k, v in kinds.items()} == {
+        "record": [60],
+        "level": [70],
+        "spell": [80],
+        "likelihood": [90],
+    }

@@ -100,8 +100,8 @@ def _choose_rule(
     def quality(candidate: Calibration) -> float:
         detector.calibration = candidate
         scored = []
-        for key, events in val.items():
-            results, _ = detector.score_sequence([(e[0], e[1]) for e in events])
+        streams = detector.score_streams([[(e[0], e[1]) for e in events] for events in val.values()])
+        for (key, events), results in zip(val.items(), streams, strict=True):
             scored += [
                 ScoredEvent(key, e[0], int(e[2] or 0), r.score, r.anomalous, r.alert)
                 for e, r in zip(events, results, strict=True)

@@ -96,18 +96,25 @@ def load_model(model_dir: Path | None, kind: str | None, scoring_only: bool = Fa
         raise ModelLoadError(str(exc)) from None
 
 
-def score_dataset(detector: Detector, data: Dataset) -> list[Scored]:
-    """Every event scored (offline, one forward pass per stream), in input order."""
-    missing = [n for n in detector.spec.names]
-    results: list[Scored | None] = [None] * len(data.events)
-    for key, indices in data.streams().items():
-        events = [data.events[i] for i in indices]
-        for e in events:
-            absent = [n for n in missing if n not in e.values]
+def score_dataset(
+    detector: Detector, data: Dataset, on_progress: Callable[[int, int], None] = lambda done, total: None
+) -> list[Scored]:
+    """Every event scored offline, in input order: every stream from a fresh state, all of them
+    as one batch (Detector.score_streams); ``on_progress(events scored, events in all)``."""
+    streams = data.streams()
+    for key, indices in streams.items():
+        for i in indices:
+            absent = [n for n in detector.spec.names if n not in data.events[i].values]
             if absent:
+                e = data.events[i]
                 raise InputFileError(f"stream {key}: event at ts {e.ts} lacks feature(s) {', '.join(absent)}")
-        scored, _ = detector.score_sequence([(e.ts, e.values) for e in events])
-        for i, s in zip(indices, scored, strict=True):
+    scored = detector.score_streams(
+        [[(data.events[i].ts, data.events[i].values) for i in indices] for indices in streams.values()],
+        on_progress=on_progress,
+    )
+    results: list[Scored | None] = [None] * len(data.events)
+    for indices, stream in zip(streams.values(), scored, strict=True):
+        for i, s in zip(indices, stream, strict=True):
             results[i] = s
     return [r for r in results if r is not None]
 

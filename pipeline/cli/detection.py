@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -13,6 +13,10 @@ from rich.table import Table
 from pipeline.cli.common import console, data_files_option, model_options
 from pipeline.errors import GruwatchError
 from pipeline.settings import KINDS
+
+if TYPE_CHECKING:  # the CLI imports models lazily: a command loads only what it runs
+    from models.detector import Detector, Scored
+    from pipeline.modeling import Dataset
 
 
 @click.command()
@@ -143,14 +147,14 @@ def train(
 )
 def score(model_dir: Path | None, kind: str | None, data_paths: tuple[Path, ...], output: str) -> None:
     """Backtest: score every event offline; one JSON line per input event, in input order."""
-    from pipeline.modeling import load_dataset, load_model, score_dataset, scored_row
+    from pipeline.modeling import load_dataset, load_model, scored_row
 
     detector = load_model(model_dir, kind)
     data = load_dataset(
         list(data_paths),
         on_bad=lambda b: console.print(f"bad line {b}", style="yellow", markup=False),
     )
-    results = score_dataset(detector, data)
+    results = _scored_with_progress(detector, data)
     with click.open_file(output, "wb") as out:
         for event, result in zip(data.events, results, strict=True):
             out.write(orjson.dumps(scored_row(event, result)) + b"\n")
@@ -194,7 +198,7 @@ def evaluate(
     """
     from models.evaluate import ScoredEvent
     from models.evaluate import evaluate as evaluate_events
-    from pipeline.modeling import anomaly_type, load_dataset, load_model, score_dataset
+    from pipeline.modeling import anomaly_type, load_dataset, load_model
 
     if ctx.invoked_subcommand is not None:
         return
@@ -204,7 +208,7 @@ def evaluate(
     data = load_dataset(list(data_paths))
     if all(e.label is None for e in data.events):
         raise GruwatchError("the data has no labels to evaluate against")
-    results = score_dataset(detector, data)
+    results = _scored_with_progress(detector, data)
     metrics = evaluate_events(
         [
             ScoredEvent(
@@ -295,6 +299,16 @@ def evaluate_nab_command(nab_dir: Path, model_dir: Path | None, as_json: bool, r
     out.print(_nab_table(title, baseline["details"]))
     if report_dir is not None:
         out.print(f"report: {result['report']}")
+
+
+def _scored_with_progress(detector: Detector, data: Dataset) -> list[Scored]:
+    """Every event of ``data`` scored (pipeline.modeling.score_dataset), with a bar of events."""
+    from pipeline.modeling import score_dataset
+    from pipeline.progress import event_progress
+
+    with event_progress() as bar:
+        task = bar.add_task("scoring", total=len(data.events))
+        return score_dataset(detector, data, lambda done, total: bar.update(task, completed=done))
 
 
 def _cell(metric: str, value: Any) -> str:

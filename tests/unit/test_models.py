@@ -130,6 +130,26 @@ def test_step_equals_sequence_whatever_the_batch(max_batch: int, api: str, kind:
     assert any(a for flags in offline_alerts.values() for _, a, _ in flags)
 
 
+@pytest.mark.parametrize("chunk", [1, 37, 2048])
+def test_streams_scored_as_one_batch_score_as_each_alone(chunk: int) -> None:
+    """score_streams (offline, many streams at once, ``chunk`` events of each a step) gives what
+    score_sequence gives each stream: decisions and explanations exactly, scores to tolerance."""
+    detector = shipped("generic")
+    by_key = streams_of(list(GenericGenerator(keys=6, seed=5, anomaly_rate=0.02).events(1500)))
+    streams = [evs[: 100 + 40 * i] for i, evs in enumerate(by_key.values())]
+    progress: list[tuple[int, int]] = []
+    together = detector.score_streams(streams, chunk, lambda done, total: progress.append((done, total)))
+    assert progress[-1] == (sum(map(len, streams)), sum(map(len, streams)))
+    for events, batch in zip(streams, together, strict=True):
+        alone, _ = detector.score_sequence(events)
+        np.testing.assert_allclose([r.score for r in batch], [r.score for r in alone], rtol=1e-4, atol=1e-4)
+        assert [(r.anomalous, r.alert, r.rule, r.episode) for r in batch] == [
+            (r.anomalous, r.alert, r.rule, r.episode) for r in alone
+        ]
+        assert [r.explanation is None for r in batch] == [r.explanation is None for r in alone]
+    assert any(r.anomalous for batch in together for r in batch)
+
+
 def test_a_stuck_channel_is_a_target_alike_online_and_offline() -> None:
     spec = copy.deepcopy(DEFAULT_SPECS["sensor"])
     assert spec.stuck_targets and spec.target_names[4:8] == tuple(f"{n}_stuck" for n in spec.names)

@@ -423,7 +423,7 @@ class Detector:
     def score_streams(
         self,
         streams: Sequence[Sequence[tuple[int, Mapping[str, float]]]],
-        chunk: int = 2048,
+        chunk: int = 256,
         on_progress: Callable[[int, int], None] = lambda done, total: None,
     ) -> list[list[Scored]]:
         """``score_sequence`` of several streams from fresh states, as one batch: ``chunk`` events
@@ -431,7 +431,7 @@ class Detector:
         the per-stream rules serves every stream at once (NAB's 58 files: ~9x faster than one
         after another; 300 synthetic streams of 400 events: ~10x). The same results (scores to
         float tolerance, decisions exactly); ``on_progress(events scored, events in all)``
-        after each call."""
+        after each call (``chunk`` is its grain: the calls cost no more at 256 than at 2,048)."""
         lengths = np.array([len(events) for events in streams], dtype=np.int64)
         total = int(lengths.sum())
         states = StateBatch.of([self.new_state() for _ in streams], self.hidden, self.spec.norm_size)

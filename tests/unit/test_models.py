@@ -130,13 +130,13 @@ def test_step_equals_sequence_whatever_the_batch(max_batch: int, api: str, kind:
     assert any(a for flags in offline_alerts.values() for _, a, _ in flags)
 
 
-@pytest.mark.parametrize("chunk", [1, 37, 2048])
+@pytest.mark.parametrize("chunk", [1, 37, 256])
 def test_streams_scored_as_one_batch_score_as_each_alone(chunk: int) -> None:
     """score_streams (offline, many streams at once, ``chunk`` events of each a step) gives what
     score_sequence gives each stream: decisions and explanations exactly, scores to tolerance."""
     detector = shipped("generic")
     by_key = streams_of(list(GenericGenerator(keys=6, seed=5, anomaly_rate=0.02).events(1500)))
-    streams = [evs[: 100 + 40 * i] for i, evs in enumerate(by_key.values())]
+    streams = [evs[: 100 + 40 * i] for i, evs in enumerate(by_key.values())]  # 100 to 300 events
     progress: list[tuple[int, int]] = []
     together = detector.score_streams(streams, chunk, lambda done, total: progress.append((done, total)))
     assert progress[-1] == (sum(map(len, streams)), sum(map(len, streams)))

@@ -103,10 +103,9 @@ def score_dataset(
     as one batch (Detector.score_streams); ``on_progress(events scored, events in all)``."""
     streams = data.streams()
     for key, indices in streams.items():
-        for i in indices:
-            absent = [n for n in detector.spec.names if n not in data.events[i].values]
+        for e in (data.events[i] for i in indices):
+            absent = [n for n in detector.spec.names if n not in e.values]
             if absent:
-                e = data.events[i]
                 raise InputFileError(f"stream {key}: event at ts {e.ts} lacks feature(s) {', '.join(absent)}")
     scored = detector.score_streams(
         [[(data.events[i].ts, data.events[i].values) for i in indices] for indices in streams.values()],

@@ -81,8 +81,9 @@ def detection_kinds(scored: NabFile, threshold: float) -> dict[str, np.ndarray]:
     detected = np.flatnonzero(scored.scores >= threshold)
     detected = detected[detected >= probation_length(len(scored.scores))]
     values = scored.values
-    low = np.minimum.accumulate(values)[detected - 1]
-    high = np.maximum.accumulate(values)[detected - 1]
+    # The range of the values before each record (none before the first: it is no record).
+    low = np.concatenate([[np.inf], np.minimum.accumulate(values)[:-1]])[detected]
+    high = np.concatenate([[-np.inf], np.maximum.accumulate(values)[:-1]])[detected]
     record = (values[detected] < low) | (values[detected] > high)
     score = scored.scores[detected]
     spell = score == SPELL_SCORE
@@ -107,9 +108,11 @@ def _kind_counts(run: NabRun, threshold: float) -> dict[str, list[int]]:
         opened: set[str] = set()
         for i in sorted(by_event):
             window = rows[i].window
-            column = 2 if window is None else 1 if window in opened else 0
-            opened.add(window or "")
-            counts[by_event[i]][column] += 1
+            if window is None:
+                counts[by_event[i]][2] += 1
+                continue
+            counts[by_event[i]][1 if window in opened else 0] += 1
+            opened.add(window)
     return counts
 
 

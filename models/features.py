@@ -41,6 +41,20 @@ _Z_CLIP = 50.0
 # steps with it. Lenient enough to leave synthetic streams' incidents (at most ~15 sd) alone.
 _DELTA_CLIP = 20.0
 _ROBUST_FROM = 10
+# Before then a stream has no scale to clip by, so it keeps its first _ROBUST_FROM values: with
+# the last of them it drops any _WILD robust spreads (1.4826 MAD) or more from their median — a
+# sentinel or a glitch, orders of magnitude off — and restarts its statistics of the values from
+# the rest (the time gap's scale has a floor). A sentinel among the first readings (1e6, or -1e9 at
+# boot) used to swell the variance so far that a 15 sd spike 600 readings later went unseen, or
+# leave the mean so far off that every reading from the 50th was anomalous. Nothing is dropped
+# when the last two values are that far out (the stream has moved: NAB's ec2_cpu_utilization_77c1ca
+# goes from 0.1 to 90 at its 8th reading) or when the MAD is 0 (most of the first values one
+# value: there is no spread to judge by). At 20 spreads, quantised series lost ordinary readings
+# (NAB's grok_asg_anomaly: 33.56 against a MAD of 0.002).
+_WILD = 1000.0
+_MAD_SD = 1.4826
+# Squares of larger deltas overflow float64 (a 1e300 reading); the clip changes nothing else.
+_DELTA_MAX = 1e150
 # The time gap (log1p seconds) of a stream normalised by its own statistics is never known to
 # better than this: regular sampling has a running variance near zero, so one missed reading
 # (a gap four times the usual) was a 40-150σ event, and on long streams nearly every false
@@ -241,19 +255,18 @@ class FeatureSpec:
 
     @property
     def _stats_size(self) -> int:
-        return 1 + 2 * self.n_targets if self.stream_norm else 0
+        return 1 + 2 * self.n_targets + _ROBUST_FROM * len(self.names) if self.stream_norm else 0
 
     @property
     def norm_size(self) -> int:
-        """Floats of per-stream memory a stream state carries: running statistics (stream_norm),
-        then each feature's last value and how many events in a row it has held it (stuck_targets,
-        stuck_rule), then each feature's repeats so far, longest run before the current one and the
-        value of its last improbable spell, the pairs of events seen, and its repeats of 0 and pairs
-        starting at 0 (stuck_rule), then each
-        feature's two CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then
-        the residual rule's spreads, excursion counts and last excursions (residual_rule), then the
-        seasonal rule's days (seasonal_rule), then the likelihood gate's statistics
-        (likelihood_gate)."""
+        """Floats of per-stream memory a stream state carries: running statistics and the first
+        _ROBUST_FROM values (stream_norm), then each feature's last value and how many events in a
+        row it has held it (stuck_targets, stuck_rule), then each feature's repeats so far, longest
+        run before the current one and the value of its last improbable spell, the pairs of events
+        seen, and its repeats of 0 and pairs starting at 0 (stuck_rule), then each feature's two
+        CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then the residual
+        rule's spreads, excursion counts and last excursions (residual_rule), then the seasonal
+        rule's days (seasonal_rule), then the likelihood gate's statistics (likelihood_gate)."""
         n = len(self.names)
         return self.seasonal_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
 
@@ -466,8 +479,9 @@ class FeatureSpec:
             center = np.broadcast_to(np.asarray(self.mean), targets.shape)
             scale = np.broadcast_to(np.asarray(self.std), targets.shape)
             return (targets - center) / scale, center, scale, norms
-        t = self.n_targets
-        count, mean, var = norms[:, :1], norms[:, 1 : 1 + t], norms[:, 1 + t :]
+        t, n = self.n_targets, len(self.names)
+        count, mean, var = norms[:, :1], norms[:, 1 : 1 + t], norms[:, 1 + t : 1 + 2 * t]
+        first = norms[:, 1 + 2 * t :].reshape(len(norms), _ROBUST_FROM, n).copy()  # the first values
         seen = count > 0
         center = np.where(seen, mean, targets)
         scale = np.sqrt(np.maximum(var, _VAR_FLOOR) + _VAR_FLOOR * center**2)
@@ -475,12 +489,21 @@ class FeatureSpec:
         y = np.clip((targets - center) / scale, -_Z_CLIP, _Z_CLIP)
         # Exponentially weighted mean and variance; an exact running mean while young.
         alpha = np.maximum(1.0 / (count + 1.0), _NORM_ALPHA)
-        delta = targets - mean
+        delta = np.clip(targets - mean, -_DELTA_MAX, _DELTA_MAX)
         bound = _DELTA_CLIP * scale
         delta = np.where(count >= _ROBUST_FROM, np.clip(delta, -bound, bound), delta)
         new_mean = np.where(seen, mean + alpha * delta, targets)
         new_var = np.where(seen, (1 - alpha) * (var + alpha * delta**2), 0.0)
-        return y, center, scale, np.concatenate([count + 1.0, new_mean, new_var], axis=1)
+        young = np.flatnonzero(count[:, 0] < _ROBUST_FROM)
+        if len(young):
+            first[young, count[young, 0].astype(np.int64)] = targets[young, :n]
+            last = young[count[young, 0] == _ROBUST_FROM - 1]
+            if len(last):
+                new_mean[last, :n], new_var[last, :n] = _without_wild(
+                    first[last], new_mean[last, :n], new_var[last, :n]
+                )
+        stats = [count + 1.0, new_mean, new_var, first.reshape(len(norms), -1)]
+        return y, center, scale, np.concatenate(stats, axis=1)
 
     def normalise_sequence(
         self, targets: np.ndarray, norm: np.ndarray
@@ -560,3 +583,18 @@ DEFAULT_SPECS: dict[str, FeatureSpec] = {
         flag_log_scale_min=FLAG_LOG_SCALE_MIN,
     ),
 }
+
+
+def _without_wild(first: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Streams' statistics after their first values ``first`` (B, _ROBUST_FROM, n), given the
+    running ``mean`` and ``var`` over them (B, n): for a feature with wild values (_WILD robust
+    spreads from their median; the last two values not both wild), the mean and variance of the
+    others instead (what the running statistics give without them); as they were elsewhere."""
+    median = np.median(first, axis=1, keepdims=True)
+    spread = _MAD_SD * np.median(np.abs(first - median), axis=1, keepdims=True)
+    wild = (spread > 0) & (np.abs(first - median) >= _WILD * spread)
+    dropped = wild.any(axis=1) & ~(wild[:, -1] & wild[:, -2])
+    if not dropped.any():
+        return mean, var
+    kept = np.where(wild, np.nan, first)
+    return np.where(dropped, np.nanmean(kept, axis=1), mean), np.where(dropped, np.nanvar(kept, axis=1), var)

@@ -49,7 +49,7 @@ LAYOUT_VERSION = 5
 # The layout: a header (_HEADER_FIELDS), then the hidden state (float16: the model rounds it to
 # float16 after every step, so this is lossless) and the per-stream statistics, float64 but for
 # the part the model holds at float32 precision (FeatureSpec.single_slice: the seasonal rule's
-# hourly means; a generic state is 978 B, against 1,438 with layout 4). Layout 3 stored float32
+# hourly means; a generic state was 978 B, against 1,438 with layout 4). Layout 3 stored float32
 # hidden states (318 B for 64; 194 B now: Redis puts it in a 224-byte allocation, not 384). One
 # value per stream, one key: a write is atomic.
 

@@ -784,6 +784,36 @@ def test_a_stream_that_moves_within_its_first_readings_keeps_them() -> None:
     assert kept([5, 5, 1e9, 5, 5]) == (-1.0, -1.0)  # a MAD of 0
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    level=st.floats(-1e6, 1e6),
+    spread=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**32 - 1),
+    at=st.integers(0, 4),
+    sentinel=st.sampled_from([1e9, -1e9, 1e300, -1e300, 0.0]),
+)
+def test_a_stream_drops_only_a_sentinel_from_its_first_values(
+    level: float, spread: float, seed: int, at: int, sentinel: float
+) -> None:
+    """Five readings of noise at any level and spread: none is dropped, and the statistics stay as
+    they ran. With a sentinel orders of magnitude off at any one place, they are the other four's."""
+    from models.features import _without_wild
+
+    first = level + spread * np.random.default_rng(seed).normal(size=5)
+    ran = np.array([[first.mean()]]), np.array([[first.var()]])
+    mean, var = _without_wild(first[None, :, None], *ran)
+    np.testing.assert_array_equal(mean, ran[0])
+    np.testing.assert_array_equal(var, ran[1])
+    if abs(sentinel - level) < 1e6 * spread:  # the 0.0 sentinel, near a level of 0
+        return
+    with_sentinel = first.copy()
+    with_sentinel[at] = sentinel
+    others = np.delete(with_sentinel, at)
+    mean, var = _without_wild(with_sentinel[None, :, None], np.array([[np.nan]]), np.array([[np.nan]]))
+    assert float(mean[0, 0]) == pytest.approx(others.mean(), rel=1e-9, abs=1e-9 * spread)
+    assert float(var[0, 0]) == pytest.approx(others.var(), rel=1e-6, abs=1e-9 * spread**2)
+
+
 def test_the_time_gap_is_judged_by_its_own_term_not_in_the_score() -> None:
     """A missed reading's gap term runs to 100+ nats (a Gaussian head cannot price a gap four
     times the usual that comes once in 500 readings). In the score it would stretch the

@@ -58,6 +58,23 @@ def _waves(
     return counts, starts, order, first_of, [first_of[: active[w]] + w for w in range(longest)]
 
 
+def _latest_before(ts: np.ndarray, starts: np.ndarray, counts: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
+    """Per event of runs laid out stream after stream (``starts``, ``counts``), its stream's latest
+    time before it: the stream's ``last_ts`` or a later time of an earlier event of the run. A
+    stream's clock never goes back, so a late event does not stretch the next one's gap."""
+    previous = np.empty(len(ts), dtype=np.int64)
+    previous[1:] = ts[:-1]
+    previous[starts] = last_ts
+    # Events in time order (the common case, and every event of a run of one) are their own answer.
+    behind = np.flatnonzero(ts < previous)
+    if not len(behind):
+        return previous
+    for stream in np.unique(np.searchsorted(starts, behind, side="right") - 1):
+        run = slice(int(starts[stream]), int(starts[stream] + counts[stream]))
+        previous[run] = np.maximum.accumulate(previous[run])
+    return previous
+
+
 @dataclass
 class StreamState:
     """What the model keeps per stream between events."""
@@ -266,8 +283,8 @@ class Detector:
         return StreamState(h=np.zeros(self.hidden, dtype=np.float32), norm=self.spec.new_norm())
 
     def _targets(self, ts: np.ndarray, values: Sequence[Mapping[str, float]], last_ts: np.ndarray) -> np.ndarray:
-        gaps = np.where(last_ts >= 0, (ts - last_ts) / 1000.0, 0.0)
-        return self.spec.targets(values, gaps)
+        """Targets of events at ``ts`` whose streams' latest times before them are ``last_ts``."""
+        return self.spec.targets(values, self.spec.gaps(ts, last_ts))
 
     def step(
         self, states: Sequence[StreamState], events: Sequence[tuple[int, Mapping[str, float]]]
@@ -305,9 +322,7 @@ class Detector:
         counts, starts, order, first_of, waves = _waves(size, len(ts), counts)
         batch = states.take(order)
 
-        previous = np.empty(len(ts), dtype=np.int64)
-        previous[1:] = ts[:-1]
-        previous[starts] = states.last_ts
+        previous = _latest_before(ts, starts, counts, states.last_ts)
         targets = self._targets(ts, values, previous)
         spec = self.spec
         cal = self.calibration
@@ -391,7 +406,7 @@ class Detector:
                 ),
             )
             batch.episode.put(rows, episode)
-        batch.last_ts = ts[starts + counts - 1][order]
+        batch.last_ts = np.maximum(previous[starts + counts - 1], ts[starts + counts - 1])[order]
         if len(waves) <= 1:  # one event per stream: the batch is in the given order already
             return out, decision, batch
         back = np.empty_like(order)
@@ -418,7 +433,8 @@ class Detector:
                 at = slice(i, i + 1)
                 out.gate_z[at], out.gate_open[at] = self._advance_gate(row, out.surprise[at], x[at], state.norm[:1] + i)
         results = self._decide_sequence(out, state.episode)
-        return results, StreamState(h=h_last, last_ts=int(events[-1][0]), episode=state.episode, norm=norm)
+        latest = max(state.last_ts, max(t for t, _ in events))
+        return results, StreamState(h=h_last, last_ts=int(latest), episode=state.episode, norm=norm)
 
     def score_streams(
         self,
@@ -516,7 +532,7 @@ class Detector:
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState
     ) -> tuple[BatchScores, np.ndarray, np.ndarray]:
         ts = np.array([t for t, _ in events], dtype=np.int64)
-        last = np.concatenate([[state.last_ts], ts[:-1]])
+        last = np.maximum.accumulate(np.concatenate([[state.last_ts], ts[:-1]]))
         targets = self._targets(ts, [v for _, v in events], last)
         y, center, scale, memory = self.spec.normalise_sequence(targets, state.norm)
         x = self.spec.inputs(y, ts)

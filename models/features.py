@@ -229,6 +229,15 @@ class FeatureSpec:
         """Seconds since the stream's previous event (0 for its first), log-compressed."""
         return np.log1p(np.maximum(gaps_s, 0.0))
 
+    @staticmethod
+    def gaps(ts: np.ndarray, latest: np.ndarray) -> np.ndarray:
+        """Seconds from each event's stream's latest time before it (epoch ms; -1: none, a gap of
+        0) to the event. An event no newer than that (late, or a duplicate: a source resending its
+        last readings, a second producer) has no gap to judge: NaN, which normalising reads as the
+        stream's usual gap."""
+        gaps = np.where(latest >= 0, (ts - latest) / 1000.0, 0.0)
+        return np.where((latest >= 0) & (gaps <= 0), np.nan, gaps)
+
     def targets(self, values: Sequence[Mapping[str, float]], gaps_s: np.ndarray) -> np.ndarray:
         """Transformed features and gap, shape (n, features + 1), before normalisation (the stuck
         flags, which depend on the stream's past, are added by ``normalise_batch``)."""
@@ -238,9 +247,9 @@ class FeatureSpec:
         if self.stream_norm:  # each stream normalises itself; nothing global to fit
             self.mean, self.std = [0.0] * self.n_targets, [1.0] * self.n_targets
             return
-        self.mean = [float(v) for v in targets.mean(axis=0)]
+        self.mean = [float(v) for v in np.nanmean(targets, axis=0)]  # NaN: a late event's gap
         # A constant column gets unit scale rather than a division by zero.
-        self.std = [float(s) if s > 1e-6 else 1.0 for s in targets.std(axis=0)]
+        self.std = [float(s) if s > 1e-6 else 1.0 for s in np.nanstd(targets, axis=0)]
         if self.stuck_targets:  # flags stay 0/1: no shift, unit scale
             n = len(self.names)
             self.mean[n:n] = [0.0] * n
@@ -481,9 +490,12 @@ class FeatureSpec:
         if not self.stream_norm:
             center = np.broadcast_to(np.asarray(self.mean), targets.shape)
             scale = np.broadcast_to(np.asarray(self.std), targets.shape)
+            targets = np.where(np.isnan(targets), center, targets)  # a late event's gap: the usual one
             return (targets - center) / scale, center, scale, norms
         t, n = self.n_targets, len(self.names)
         count, mean, var = norms[:, :1], norms[:, 1 : 1 + t], norms[:, 1 + t : 1 + 2 * t]
+        # A late event's gap (NaN, Detector._targets): the stream's usual one, which moves nothing.
+        targets = np.where(np.isnan(targets) & (count > 0), mean, targets)
         first = norms[:, 1 + 2 * t :].reshape(len(norms), _ROBUST_FROM, n).copy()  # the first values
         seen = count > 0
         center = np.where(seen, mean, targets)

@@ -53,8 +53,8 @@ class _Arrays:
 
 def _targets(spec: FeatureSpec, events: StreamData) -> np.ndarray:
     ts = np.array([e[0] for e in events], dtype=np.int64)
-    gaps = np.concatenate([[0.0], np.diff(ts) / 1000.0])
-    return spec.targets([e[1] for e in events], gaps)
+    latest = np.maximum.accumulate(np.concatenate([[-1], ts[:-1]]))  # as a detector keeps it
+    return spec.targets([e[1] for e in events], spec.gaps(ts, latest))
 
 
 def _arrays(spec: FeatureSpec, events: StreamData) -> _Arrays:

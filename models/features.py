@@ -406,21 +406,25 @@ class FeatureSpec:
         n = len(self.names)
         values = targets[:, :n]
         last, previous_run, repeats, longest, held, pairs, zero_repeats, zero_pairs = self._run_memory(norms)
-        repeat = (previous_run > 0) & (values == last)  # run 0: no value yet
-        run = np.where(repeat, previous_run + 1.0, 1.0)
+        # A late or duplicate reading (no gap: Detector._targets) is out of the stream's sequence:
+        # the runs neither count it nor end at it (a source resending its last reading twice used to
+        # page as a value stuck for three readings).
+        late = np.isnan(targets[:, -1:])
+        repeat = (previous_run > 0) & (values == last) & ~late  # run 0: no value yet
+        run = np.where(late, previous_run, np.where(repeat, previous_run + 1.0, 1.0))
         full = targets
         if self.stuck_targets:
             full = np.concatenate([values, (run >= STUCK_RUN).astype(np.float64), targets[:, n:]], axis=1)
         y, center, scale, new_stats = self._normalise_stats(full, norms[:, : self._stats_size])
-        memory = [new_stats, values, run]
+        memory = [new_stats, np.where(late, last, values), run]
         if self.stuck_rule:
-            paired = previous_run[:, :1] > 0  # a value before this one: a new pair
+            paired = (previous_run[:, :1] > 0) & ~late  # a value before this one: a new pair
             # A spell that has just ended becomes the stream's habit (the record a later spell must
             # outlast) if it was plausible at the stream's repeat rate before it, or if the stream
             # has held this very value in an improbable spell before — or the value is 0, an idle
             # reading (a disk writing nothing, a count at night): the stream resting, not frozen.
             # Otherwise it was an incident — a reading frozen — and must not hide the next one.
-            ended = ~repeat & (previous_run > 1)
+            ended = ~repeat & ~late & (previous_run > 1)
             spell = np.maximum(previous_run - 1.0, 0.0)
             rate = (repeats - spell + 1.0) / (pairs - spell + 2.0)
             plausible = rate**spell >= _STUCK_HABIT_CHANCE

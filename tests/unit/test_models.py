@@ -151,31 +151,31 @@ def test_streams_scored_as_one_batch_score_as_each_alone(chunk: int) -> None:
 
 
 def late_readings(events: list[dict], every: int = 40) -> list[dict]:
-    """``events`` with every ``every``-th reading of each stream stamped 10 minutes before the
-    stream's previous one and followed by a replay of the stream's three readings before it (a
+    """``events`` with, after every ``every``-th reading of each stream, a copy of it stamped 10
+    minutes before the stream's previous reading and a replay of the three readings before it (a
     source resending what it had sent): late events, marked ``late``, in arrival order."""
     seen: dict[str, list[dict]] = defaultdict(list)
     out = []
     for event in events:
         earlier = seen[event["key"]]
+        out.append(event)
         if earlier and len(earlier) % every == 0:
             late = {**event, "ts": earlier[-1]["ts"] - 600_000, "late": True}
             out += [late] + [{**e, "late": True} for e in earlier[-3:]]
-            earlier.append(late)
-        else:
-            out.append(event)
-            earlier.append(event)
+        earlier.append(event)
     return out
 
 
+@pytest.mark.parametrize("kind", ["generic", "sensor"])
 @pytest.mark.parametrize("api", ["objects", "runs"])
-def test_a_late_reading_is_no_anomaly_and_the_clock_never_goes_back(api: str) -> None:
+def test_a_late_reading_is_no_anomaly_and_the_clock_never_goes_back(api: str, kind: str) -> None:
     """A reading no newer than its stream's latest (late, or a duplicate) has no gap to judge: it
     used to page as a gap of 0 (z -64 against the usual 300 s). The stream's clock does not go back
     with it, so the next on-time reading's gap is not stretched. Online, in runs or one by one,
     gives what offline gives."""
-    detector = shipped("generic")
-    events = late_readings(list(GenericGenerator(keys=5, seed=3, anomaly_rate=0.0).events(2500)))
+    detector = shipped(kind)
+    generator = {"generic": GenericGenerator, "sensor": SensorGenerator}[kind]
+    events = late_readings(list(generator(keys=5, seed=3, anomaly_rate=0.0).events(2500)))
     assert sum(e.get("late", False) for e in events) > 100
     offline: dict[str, list[Scored]] = {}
     final: dict[str, StreamState] = {}
@@ -200,6 +200,24 @@ def test_a_late_reading_is_no_anomaly_and_the_clock_never_goes_back(api: str) ->
         assert states[key].last_ts == final[key].last_ts
         np.testing.assert_allclose([r.score for r in online[key]], [r.score for r in results], rtol=1e-4, atol=1e-4)
         assert [r.anomalous for r in online[key]] == [r.anomalous for r in results]
+
+
+@pytest.mark.parametrize("copies", [2, 5])
+def test_a_reading_resent_is_not_a_value_stuck(copies: int) -> None:
+    """A source resending its latest reading (same time, same value) repeats no value: the stuck
+    rule's runs skip readings with no gap. Twice used to page as a value stuck for three readings
+    (in a stream that never repeats, a third equal reading is flagged); a frozen value with
+    readings' own times still is."""
+    detector = shipped("generic")
+    events = [
+        (1_700_000_000_000 + i * 300_000, {"value": float(v)})
+        for i, v in enumerate(10 + np.random.default_rng(0).normal(size=500))
+    ]
+    resent, _ = detector.score_sequence(events[:400] + [events[399]] * copies + events[400:])
+    assert not any(r.anomalous for r in resent)
+    frozen = events[:400] + [(t, events[399][1]) for t, _ in events[400 : 400 + copies]] + events[400 + copies :]
+    results, _ = detector.score_sequence(frozen)
+    assert [r.rule for r in results if r.anomalous][:1] == ["stuck"]
 
 
 def test_a_stuck_channel_is_a_target_alike_online_and_offline() -> None:

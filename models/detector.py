@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
-from models.features import FeatureSpec
+from models.features import FeatureSpec, latest_before
 from models.likelihood import AnomalyLikelihood, advance_gate
 from models.residual import advance_residual
 from models.scorer import GRUScorer
@@ -59,9 +59,8 @@ def _waves(
 
 
 def _latest_before(ts: np.ndarray, starts: np.ndarray, counts: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
-    """Per event of runs laid out stream after stream (``starts``, ``counts``), its stream's latest
-    time before it: the stream's ``last_ts`` or a later time of an earlier event of the run. A
-    stream's clock never goes back, so a late event does not stretch the next one's gap."""
+    """``latest_before`` of each stream's run, for runs laid out stream after stream (``starts``,
+    ``counts``) after the streams' ``last_ts``."""
     previous = np.empty(len(ts), dtype=np.int64)
     previous[1:] = ts[:-1]
     previous[starts] = last_ts
@@ -71,7 +70,7 @@ def _latest_before(ts: np.ndarray, starts: np.ndarray, counts: np.ndarray, last_
         return previous
     for stream in np.unique(np.searchsorted(starts, behind, side="right") - 1):
         run = slice(int(starts[stream]), int(starts[stream] + counts[stream]))
-        previous[run] = np.maximum.accumulate(previous[run])
+        previous[run] = latest_before(ts[run], int(last_ts[stream]))
     return previous
 
 
@@ -532,8 +531,7 @@ class Detector:
         self, events: Sequence[tuple[int, Mapping[str, float]]], state: StreamState
     ) -> tuple[BatchScores, np.ndarray, np.ndarray]:
         ts = np.array([t for t, _ in events], dtype=np.int64)
-        last = np.maximum.accumulate(np.concatenate([[state.last_ts], ts[:-1]]))
-        targets = self._targets(ts, [v for _, v in events], last)
+        targets = self._targets(ts, [v for _, v in events], latest_before(ts, state.last_ts))
         y, center, scale, memory = self.spec.normalise_sequence(targets, state.norm)
         x = self.spec.inputs(y, ts)
         terms, mean, z, h_last = self.scorer.sequence(x, y, state.h)

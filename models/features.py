@@ -25,7 +25,7 @@ from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
 from models.seasonal import seasonal_single, seasonal_size
 
-__all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform"]
+__all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform", "latest_before"]
 
 Transform = Literal["identity", "log1p", "signed_log"]
 _DAY_MS = 86_400_000
@@ -231,8 +231,8 @@ class FeatureSpec:
 
     @staticmethod
     def gaps(ts: np.ndarray, latest: np.ndarray) -> np.ndarray:
-        """Seconds from each event's stream's latest time before it (epoch ms; -1: none, a gap of
-        0) to the event. An event no newer than that (late, or a duplicate: a source resending its
+        """Seconds from each event's stream's latest time before it (epoch ms, ``latest_before``;
+        -1: none, a gap of 0) to the event. An event no newer than that (late, or a duplicate: a source resending its
         last readings, a second producer) has no gap to judge: NaN, which normalising reads as the
         stream's usual gap."""
         gaps = np.where(latest >= 0, (ts - latest) / 1000.0, 0.0)
@@ -602,6 +602,13 @@ DEFAULT_SPECS: dict[str, FeatureSpec] = {
         flag_log_scale_min=FLAG_LOG_SCALE_MIN,
     ),
 }
+
+
+def latest_before(ts: np.ndarray, last_ts: int) -> np.ndarray:
+    """Per event of one stream, in arrival order at epoch ms ``ts``, the stream's latest time
+    before it: ``last_ts`` (-1: none yet) or a later time of an earlier event. A stream's clock
+    never goes back, so a late event does not stretch the next one's gap."""
+    return np.maximum.accumulate(np.concatenate([np.array([last_ts], dtype=np.int64), ts[:-1]]))
 
 
 def _without_wild(first: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ import torch
 from models.calibration import Calibration
 from models.detector import Detector
 from models.evaluate import ScoredEvent, evaluate
-from models.features import FeatureSpec
+from models.features import FeatureSpec, latest_before
 from models.gru import GRUDetector
 
 __all__ = ["StreamData", "TrainConfig", "train_detector"]
@@ -53,8 +53,7 @@ class _Arrays:
 
 def _targets(spec: FeatureSpec, events: StreamData) -> np.ndarray:
     ts = np.array([e[0] for e in events], dtype=np.int64)
-    latest = np.maximum.accumulate(np.concatenate([[-1], ts[:-1]]))  # as a detector keeps it
-    return spec.targets([e[1] for e in events], spec.gaps(ts, latest))
+    return spec.targets([e[1] for e in events], spec.gaps(ts, latest_before(ts, -1)))
 
 
 def _arrays(spec: FeatureSpec, events: StreamData) -> _Arrays:

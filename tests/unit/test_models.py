@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import models.residual
+import models.seasonal
 from models.artifacts import ModelError, load_detector, save_detector, shipped_model_dir
 from models.calibration import Calibration, EpisodeArrays, EpisodeState
 from models.detector import GATE, Detector, Scored, StateBatch, StreamState
@@ -1146,16 +1147,67 @@ def test_the_seasonal_rule_catches_a_drift_in_a_daily_cycle() -> None:
     assert not any(r.anomalous for r in blind.score_sequence(events)[0])
 
 
+def five_minute_cycle(
+    rng: np.random.Generator, readings: int, drift_from: int | None = None, shift_from: int | None = None
+) -> list[tuple[int, dict]]:
+    """Readings every 5 minutes of a daily cycle about 100 (amplitude 30, noise 1): a stream that
+    is ~1.7 days old after 500 readings. From ``drift_from``, a ramp to +12 over 40 readings that
+    then holds; from ``shift_from``, +12 at once, for good."""
+    events = []
+    for i in range(readings):
+        value = 100 + 30 * math.sin(2 * math.pi * i / 288) + rng.normal(0, 1)
+        if drift_from is not None and i >= drift_from:
+            value += 12 * min(1.0, (i - drift_from + 1) / 40)
+        if shift_from is not None and i >= shift_from:
+            value += 12
+        events.append((1_767_225_600_000 + i * 300_000, {"value": round(value, 4)}))
+    return events
+
+
+def test_the_seasonal_rule_catches_a_drift_on_a_streams_second_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream read every 5 minutes has three days of hourly profile only after 864 readings.
+    Before then its day is a fitted sinusoid: a ramp of 12 noise sds over 40 readings at reading
+    400 (day 1.4) stands out against it, flagged "level" early in the ramp, and the alert gives
+    the fit's value at that time as ``usual``. Nothing is flagged before; without the fit (it
+    never speaks) nothing is flagged at all: the GRU follows the ramp step by step."""
+    detector = shipped("generic")
+    events = five_minute_cycle(np.random.default_rng(0), 500, drift_from=400)
+    results, _ = detector.score_sequence(events)
+    flagged = [i for i, r in enumerate(results) if r.anomalous]
+    assert flagged and 400 < flagged[0] < 420, flagged[:3]
+    assert results[flagged[0]].rule == "level"
+    assert sum(r.alert for r in results) == 1
+    (item,) = [e for e in results[flagged[0]].explanation or [] if e["feature"] == "value"]
+    assert abs(item["usual"] - (100 + 30 * math.sin(2 * math.pi * flagged[0] / 288))) < 2
+    assert item["actual"] - item["usual"] > 2
+
+    monkeypatch.setattr(models.seasonal, "_HARMONIC_SPAN", math.inf)
+    assert not any(r.anomalous for r in detector.score_sequence(events)[0])
+
+
+def test_a_lasting_shift_on_a_streams_second_day_ends_its_alarm() -> None:
+    """A shift of 12 noise sds at reading 300 that never goes back: one alert, and the fit learns
+    the new level once its sums are full, so the alarm ends well before the hourly profile (three
+    days, reading 864) would take over."""
+    detector = shipped("generic")
+    results, _ = detector.score_sequence(five_minute_cycle(np.random.default_rng(5), 900, shift_from=300))
+    flagged = [i for i, r in enumerate(results) if r.anomalous]
+    assert flagged[0] == 300 and sum(r.alert for r in results) == 1
+    assert flagged[-1] < 700, flagged[-3:]
+
+
 def test_the_seasonal_rule_is_the_same_online_and_offline() -> None:
     """Streams read at different minutes, stepped in runs of up to 5 events (the worker's
     batches): the same chances and decisions as one pass over each stream."""
     detector = shipped("generic")
     rng = np.random.default_rng(4)
     streams = {f"s{m}": daily_cycle(rng, 10, m, drift_from=24 * 7) for m in (0, 20, 59)}
+    # A 5-minute stream, judged against its fitted sinusoid on its second day.
+    streams["five"] = five_minute_cycle(rng, 480, drift_from=400)
     offline = {k: detector.score_sequence(evs)[0] for k, evs in streams.items()}
     states = {k: detector.new_state() for k in streams}
     online: dict[str, list[Scored]] = defaultdict(list)
-    for start in range(0, 240, 5):
+    for start in range(0, 480, 5):
         pending = [{"key": k, "ts": t, "values": v} for k, evs in streams.items() for t, v in evs[start : start + 5]]
         for key, result, state in step_in_runs(detector, states, pending):
             online[key].append(result)
@@ -1178,7 +1230,7 @@ def test_a_late_event_does_not_start_a_day_in_the_seasonal_profile() -> None:
 
     for i in range(24 * 4):
         step(i * hour, float(i // 24))  # days 0, 1, 2 and 3 read 0, 1, 2 and 3
-    day_plus_one, _, days, today, counts, _ = seasonal_parts(memory, 1)
+    day_plus_one, _, _, days, today, counts, *_ = seasonal_parts(memory, 1)
     kept = days.copy()
     step(2 * DAY_MS + 5 * hour + 60_000, 50.0)  # late: day 2, hour 5
     assert day_plus_one[0] == 4  # still day 3

@@ -75,7 +75,7 @@ WIDE_KINDS := generic
 # next: the time gap left the score, every calibration refitted; generic 5: spells of zeros keep
 # their own repeat counts, two more floats a value; generic 6: the seasonal rule's days; generic 7: a
 # stream's first five values, kept to drop a sentinel among them).
-MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=8
+MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=9
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \

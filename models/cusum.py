@@ -1,6 +1,7 @@
-"""The two-sided CUSUM shared by the level rule (models.features) and its seasonal part
-(models.seasonal): sums of standardised values beyond K standard deviations, each way. Under
-independent N(0, 1) values the stationary tail of a sum is P(S > s) ≈ exp(-2 · K · s) (``tail``).
+"""The two-sided CUSUM shared by the level rule (models.features), its seasonal part
+(models.seasonal) and the autoregressive rule (models.autoregressive): sums of standardised
+values beyond K standard deviations, each way. Under independent N(0, 1) values the stationary
+tail of a sum is P(S > s) ≈ exp(-2 · K · s) (``tail``).
 
 >>> up, down = np.zeros(1), np.zeros(1)
 >>> for v in [3.0, 9.0, 0.5]:  # 9 is clipped to CLIP: one wild value moves a sum by at most 3
@@ -13,7 +14,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CAP", "CLIP", "HOLD", "RHO", "K", "advance", "clipped", "holding", "tail"]
+__all__ = [
+    "CAP",
+    "CLIP",
+    "DEVIATION_HISTORY",
+    "DEVIATION_SCALARS",
+    "HOLD",
+    "RHO",
+    "K",
+    "advance",
+    "advance_deviations",
+    "clipped",
+    "holding",
+    "tail",
+]
 
 K = 1.0
 # Values are clipped here first: one wild reading moves a sum by at most CLIP - K.
@@ -27,6 +41,14 @@ RHO = 0.3
 # In a stream a rule judges, the autocorrelation stops learning while a sum exceeds this: a drift
 # under way would teach it that the stream is autocorrelated, and silence the rule.
 HOLD = 4.0
+# Deviations from a stream's expected value (models.seasonal's day, models.autoregressive's
+# prediction) are judged by sums of their own (``advance_deviations``): the sums start after
+# DEVIATION_HISTORY standing deviations (their spread and autocorrelation need a history). Per
+# feature they keep DEVIATION_SCALARS floats: the deviations' mean square and count, their lag-1
+# autocorrelation and its count, the last standardised deviation, the two sums.
+DEVIATION_HISTORY = 50
+DEVIATION_SCALARS = 7
+_DEVIATION_ALPHA = 0.01  # spread and autocorrelation: exact means while young, then ~the last 100
 
 
 def clipped(v: np.ndarray) -> np.ndarray:
@@ -47,3 +69,34 @@ def holding(autocorrelation: np.ndarray, up: np.ndarray, down: np.ndarray) -> np
 def tail(up: np.ndarray, down: np.ndarray) -> np.ndarray:
     """The stationary tail of the larger sum, one direction."""
     return np.exp(-2.0 * K * np.maximum(up, down))
+
+
+def advance_deviations(
+    scalars: np.ndarray, deviation: np.ndarray, complete: np.ndarray, level_autocorrelation: np.ndarray, rho: float
+) -> np.ndarray:
+    """Advance the sums of deviations from an expected value (B, features; where ``complete``),
+    whose memory ``scalars`` (B, features, DEVIATION_SCALARS) is updated in place; returns each
+    feature's tail (1 where not judged: its deviations' autocorrelation is ``rho`` or more, or the
+    level rule judges it, its ``level_autocorrelation`` being under RHO)."""
+    square, n, autocorrelation, judged_n, last, up, down = (scalars[..., k] for k in range(DEVIATION_SCALARS))
+    spread = np.sqrt(np.maximum(square, 1e-300))
+    standing = complete & (n >= 10)
+    v = np.where(standing, clipped(deviation / spread), 0.0)
+    summing = standing & (judged_n >= DEVIATION_HISTORY)
+    new_up, new_down = advance(up, down, v)
+    up[:] = np.where(summing, new_up, up)
+    down[:] = np.where(summing, new_down, down)
+    judged = summing & (autocorrelation < rho) & (level_autocorrelation >= RHO)
+    chance = np.where(judged, tail(up, down), 1.0)
+    # The autocorrelation learns from every standing deviation but those of a shift under way.
+    learning = standing & ~holding(autocorrelation, up, down)
+    judged_n += learning
+    weight = np.maximum(1.0 / np.maximum(judged_n, 1.0), _DEVIATION_ALPHA)
+    autocorrelation[:] = np.where(learning, autocorrelation + weight * (v * last - autocorrelation), autocorrelation)
+    last[:] = np.where(standing, v, last)
+    # The spread learns from deviations clipped at 3 of it: an incident does not teach it noise.
+    taught = np.where(n >= 10, np.clip(deviation, -3.0 * spread, 3.0 * spread), deviation)
+    n += complete
+    weight = np.maximum(1.0 / np.maximum(n, 1.0), _DEVIATION_ALPHA)
+    square[:] = np.where(complete, square + weight * (taught * taught - square), square)
+    return chance

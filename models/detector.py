@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.autoregressive import advance_autoregressive
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.features import FeatureSpec, latest_before
 from models.likelihood import AnomalyLikelihood, advance_gate
@@ -146,8 +147,9 @@ class BatchScores:
     residual_tame: np.ndarray
     # The chance of its largest residual under a tame stream's light-tailed law (1: none).
     residual_law: np.ndarray
-    # Per event and feature, its usual value at that time of day (models.seasonal; NaN while its
-    # stream has no such profile; no columns when the rule is off).
+    # Per event and feature, its usual value: at that time of day (models.seasonal) or after the
+    # stream's last values (models.autoregressive), the rarer rule's; NaN while neither has one;
+    # no columns when both rules are off.
     usual: np.ndarray
 
     @classmethod
@@ -328,7 +330,7 @@ class Detector:
         stuck, level = np.ones(len(ts)), np.ones(len(ts))
         # Per event, the level rule's autocorrelation after it (the seasonal rule's word on where
         # it judges), kept as the normalisation passes wave by wave.
-        level_ac = np.zeros((len(ts), len(spec.names))) if spec.seasonal_rule else None
+        level_ac = np.zeros((len(ts), len(spec.names))) if spec.expectation_rules else None
         # Events each stream had seen (stream_norm's count): the residual rule's and the gate's,
         # wave by wave.
         seen = batch.norm[:, 0].copy() if spec.stream_norm else np.zeros(len(batch))
@@ -365,7 +367,7 @@ class Detector:
                         memory, out.surprise[index], targets[index, :n], count
                     )
                 if level_ac is not None:
-                    chance, out.usual[index] = self._advance_seasonal(
+                    chance, out.usual[index] = self._advance_expectations(
                         memory, targets[index, :n], ts[index], count, level_ac[index], out.residual_tame[index]
                     )
                     out.level[index] = np.minimum(out.level[index], chance)
@@ -487,7 +489,7 @@ class Detector:
         residual = z[:, :names].astype(np.float64) * scale[:, :names]
         return advance_residual(memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64))
 
-    def _advance_seasonal(
+    def _advance_expectations(
         self,
         memory: np.ndarray,
         values: np.ndarray,
@@ -496,15 +498,24 @@ class Detector:
         level_ac: np.ndarray,
         tame: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Advance the seasonal rule of streams whose memories are the rows of ``memory`` (updated
-        in place) by one event each: their transformed values, times, the events each had seen
-        before, the level rule's autocorrelation after it and whether the stream is tame (the
-        residual rule's word). Returns the events' chances, heeded on tame streams only (1
-        elsewhere: real series' days differ), and their values' usual levels
-        (models.seasonal.advance_seasonal)."""
-        chance, usual = advance_seasonal(
-            memory[:, self.spec.seasonal_slice], values, ts, np.asarray(seen, dtype=np.float64), level_ac
-        )
+        """Advance the seasonal and autoregressive rules (those on) of streams whose memories are
+        the rows of ``memory`` (updated in place) by one event each: their transformed values,
+        times, the events each had seen before, the level rule's autocorrelation after it and
+        whether the stream is tame (the residual rule's word). Returns the events' chances, the
+        rarer rule's, heeded on tame streams only (1 elsewhere: real series' days differ, and their
+        values' steps are heavy-tailed), and their values' usual levels: the expectation of the
+        rarer rule (models.seasonal.advance_seasonal, models.autoregressive)."""
+        seen = np.asarray(seen, dtype=np.float64)
+        chance, usual = np.ones(len(values)), np.full(values.shape, np.nan)
+        if self.spec.seasonal_rule:
+            chance, usual = advance_seasonal(memory[:, self.spec.seasonal_slice], values, ts, seen, level_ac)
+        if self.spec.autoregressive_rule:
+            lagged, predicted = advance_autoregressive(
+                memory[:, self.spec.autoregressive_slice], values, seen, level_ac
+            )
+            rarer = lagged < chance
+            usual = np.where(rarer[:, None] | np.isnan(usual), predicted, usual)
+            chance = np.minimum(chance, lagged)
         return np.where(tame, chance, 1.0), usual
 
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -545,13 +556,13 @@ class Detector:
                 out.stream_z[i : i + 1], out.residual_tame[i : i + 1], out.residual_law[i : i + 1] = (
                     self._advance_residual(row, z[i : i + 1], scale[i : i + 1], state.norm[:1] + i)
                 )
-        if self.spec.seasonal_rule:  # what it says of an event depends on the stream's earlier events
+        if self.spec.expectation_rules:  # what they say of an event depends on the stream's earlier events
             values = targets[:, : len(self.spec.names)]
             level_ac = self.spec.level_autocorrelation(memory)
             out.usual = np.full(values.shape, np.nan)
             for i in range(len(events)):
                 at = slice(i, i + 1)
-                chance, out.usual[at] = self._advance_seasonal(
+                chance, out.usual[at] = self._advance_expectations(
                     row, values[at], ts[at], state.norm[:1] + i, level_ac[at], out.residual_tame[at]
                 )
                 out.level[at] = np.minimum(out.level[at], chance)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models import cusum
+from models.autoregressive import autoregressive_size
 from models.likelihood import gate_size
 from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
@@ -167,6 +168,11 @@ class FeatureSpec:
     # rule (whose word on tameness it takes). Costs 130 floats per feature of stream state, most
     # of them three days of hourly means.
     seasonal_rule: bool = False
+    # A decision rule for a level that has moved against what the stream's own last values predict
+    # (models.autoregressive): a drift or a shift in a wandering level, where the level rule is
+    # silent and the GRU's residuals are autocorrelated. Heeded, advanced and placed as the
+    # seasonal rule is, with the same needs. Costs 25 floats per feature of stream state.
+    autoregressive_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -181,10 +187,11 @@ class FeatureSpec:
             raise ValueError("the residual rule needs per-stream statistics (stream_norm)")
         if self.likelihood_gate and not self.stream_norm:
             raise ValueError("the likelihood gate needs per-stream statistics (stream_norm)")
-        if self.seasonal_rule and not (self.level_rule and self.residual_rule):
-            raise ValueError(
-                "the seasonal rule needs the level rule (it judges where that cannot) and the residual rule"
-            )
+        for rule, on in (("seasonal", self.seasonal_rule), ("autoregressive", self.autoregressive_rule)):
+            if on and not (self.level_rule and self.residual_rule):
+                raise ValueError(
+                    f"the {rule} rule needs the level rule (it judges where that cannot) and the residual rule"
+                )
 
     @property
     def n_targets(self) -> int:
@@ -278,9 +285,10 @@ class FeatureSpec:
         seen, and its repeats of 0 and pairs starting at 0 (stuck_rule), then each feature's two
         CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then the residual
         rule's spreads, excursion counts and last excursions (residual_rule), then the seasonal
-        rule's days (seasonal_rule), then the likelihood gate's statistics (likelihood_gate)."""
+        rule's days (seasonal_rule), then the autoregressive rule's fits (autoregressive_rule), then
+        the likelihood gate's statistics (likelihood_gate)."""
         n = len(self.names)
-        return self.seasonal_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
+        return self.autoregressive_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
 
     @property
     def _runs_end(self) -> int:
@@ -316,6 +324,18 @@ class FeatureSpec:
         """Where the seasonal rule's memory sits in a stream's memory (empty when off)."""
         start = self.residual_slice.stop
         return slice(start, start + (seasonal_size(len(self.names)) if self.seasonal_rule else 0))
+
+    @property
+    def expectation_rules(self) -> bool:
+        """Whether a rule judges values against what the stream is expected to read (the seasonal
+        and autoregressive rules): the detector advances them together, after the residual rule."""
+        return self.seasonal_rule or self.autoregressive_rule
+
+    @property
+    def autoregressive_slice(self) -> slice:
+        """Where the autoregressive rule's memory sits in a stream's memory (empty when off)."""
+        start = self.seasonal_slice.stop
+        return slice(start, start + (autoregressive_size(len(self.names)) if self.autoregressive_rule else 0))
 
     @property
     def single_slice(self) -> slice:

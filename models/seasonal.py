@@ -15,7 +15,7 @@ The profile is, per hour, the median of the last SEASONAL_DAYS days' means for t
 incident on one day (synthetic streams have many: one reading in ten is anomalous on the
 training data) does not come back as a false alarm at the same time the next day, which an
 averaged profile made it do. An event is judged once the hours either side of it hold
-SEASONAL_DAYS days and the deviations have had _HISTORY events, and only where the level rule
+SEASONAL_DAYS days and the deviations have had cusum.DEVIATION_HISTORY events, and only where the level rule
 cannot judge: the stream's standardised values are autocorrelated (lag 1 at cusum.RHO or more, so
 the level rule is silent) but their deviations from its day are not (under cusum.RHO: a wandering
 level is no steadier against its day than it was). Its chance is the sums' stationary tail,
@@ -26,10 +26,9 @@ cosine and sine of the time of day, by exponentially weighted least squares. A s
 five minutes has three days of profile only after 864 readings, and a drift on its second day
 would go unseen. The fit's deviations run through sums of their own, as the profile's do, and are
 judged the same way, once the fit has seen _HARMONIC_SPAN of a day, but against a stricter bar on
-their autocorrelation (_HARMONIC_RHO: a sinusoid is only near a real day's shape). The fit learns
-each reading clipped at 3 of its deviations' spreads, and nothing while its sums build (an
-incident on the first day does not bend the day the second is judged against). Where a feature's
-profile judges, the fit's memory rests.
+their autocorrelation (_HARMONIC_RHO: a sinusoid is only near a real day's shape). The fit
+(models.fitted) learns each reading clipped at 3 of its deviations' spreads, and nothing while
+its sums build. Where a feature's profile judges, the fit's memory rests.
 
 Memory per stream: the day of its last event (plus one; 0: none yet), the mean of its readings'
 minute as a point on a circle (two floats) and the time of its first event; then per feature the
@@ -58,7 +57,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import cusum
+from models import cusum, fitted
 
 __all__ = ["DAY_MS", "SEASONAL_DAYS", "advance_seasonal", "seasonal_single", "seasonal_size"]
 
@@ -68,9 +67,8 @@ BINS = 24
 # Days a profile's hours take their median over: three outvote one day's incident.
 SEASONAL_DAYS = 3
 # Deviations before a stream's sums start (their spread and autocorrelation need a history).
-_HISTORY = 50
-_ALPHA = 0.01  # spread and autocorrelation: exact means while young, then ~the last 100 events
-_SCALARS = 7
+_ALPHA = 0.01  # the minute's mean: exact while young, then ~the last 100 events
+_SCALARS = cusum.DEVIATION_SCALARS
 
 
 # An hour's readings agree on their minute when the circular mean of their minutes is this long.
@@ -82,13 +80,11 @@ _STREAM = 4  # per-stream floats: day, minute (cos, sin), the time of the first 
 # profile never judges it): +16 incidents of 652, daily drifts and count streams' shifts, for +2
 # false alerts. On seed 9, a bar at cusum.RHO (0.3) gave 3 more false alerts and no more
 # incidents; judging from 1 day rather than 0.75, the same incidents.
-_FIT = 9
+_FIT = fitted.fit_size(3)
 _HARMONIC_FORGET = 0.998
 _HARMONIC_SPAN = 0.75 * DAY_MS
 _HARMONIC_RHO = 0.2
 _FIT_WARMUP = 9.0  # ~10 readings' weight
-# Readings enter the fit clipped here: its sums hold no infinity, whatever a stream sends.
-_FIT_MAX = 1e150
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -177,7 +173,7 @@ def advance_seasonal(
     tail, expected = np.ones(values.shape), np.full(values.shape, np.nan)
     if complete.any():
         expected = np.median(either[0], axis=-1) * (1.0 - share) + np.median(either[1], axis=-1) * share
-        tail = _advance_sums(scalars, values - expected, complete, level_autocorrelation, cusum.RHO)
+        tail = cusum.advance_deviations(scalars, values - expected, complete, level_autocorrelation, cusum.RHO)
     # Where the profile cannot judge yet, the fitted sinusoid does (its memory rests once the
     # profile judges every feature).
     pending = np.flatnonzero(~complete.all(axis=1))
@@ -223,65 +219,14 @@ def _advance_harmonic(
     before it (B, f; NaN until the fit speaks) and each feature's tail (B, f)."""
     angle = 2.0 * np.pi * (ts % DAY_MS) / DAY_MS
     basis = np.stack([np.ones(len(ts)), np.cos(angle), np.sin(angle)], axis=1)[:, None, :]  # (B, 1, 3)
-    s00, s01, s02, s11, s12, s22, b0, b1, b2 = (fit[..., k] for k in range(_FIT))
-    # The fit's value at this time, φ·S⁻¹b, by the adjugate: element-wise arithmetic, so a stream
-    # reads the same whichever batch it is stepped in. A small ridge keeps a young fit finite.
-    s00, s11, s22 = s00 + 1e-9, s11 + 1e-9, s22 + 1e-9
-    a00, a01, a02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
-    a11, a12, a22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
-    det = s00 * a00 + s01 * a01 + s02 * a02
-    w0 = (a00 * b0 + a01 * b1 + a02 * b2) / det
-    w1 = (a01 * b0 + a11 * b1 + a12 * b2) / det
-    w2 = (a02 * b0 + a12 * b1 + a22 * b2) / det
-    prediction = basis[..., 0] * w0 + basis[..., 1] * w1 + basis[..., 2] * w2
+    prediction = fitted.predict(fit, basis)
     # The deviations' spread, autocorrelation and sums follow from the fit's _FIT_WARMUP-th reading
     # (an incident in its first day is then held out of it as later ones are); they judge once it
     # has seen _HARMONIC_SPAN.
     follows = (fit[..., 0] >= _FIT_WARMUP) & np.isfinite(prediction)
     deviation = np.where(follows, values - np.where(follows, prediction, 0.0), 0.0)
-    tail = _advance_sums(scalars, deviation, follows, level_autocorrelation, _HARMONIC_RHO)
+    tail = cusum.advance_deviations(scalars, deviation, follows, level_autocorrelation, _HARMONIC_RHO)
     speaks = follows & (age >= _HARMONIC_SPAN)[:, None]
-    # The fit learns each reading, clipped at 3 deviation spreads once the spread is known, and
-    # nothing while a sum says a shift is under way (an incident does not bend the day it is
-    # judged against) until the sum is full: the alarm has then been raised, and a lasting change
-    # is learnt. (Held until the sums drain instead: 2 more false alerts on seed 9.)
-    spread = np.sqrt(np.maximum(scalars[..., 0], 1e-300))
-    known = follows & (scalars[..., 1] >= 10)
-    taught = np.clip(values, -_FIT_MAX, _FIT_MAX)
-    taught = np.where(known, prediction + np.clip(values - prediction, -3.0 * spread, 3.0 * spread), taught)
-    larger = np.maximum(scalars[..., 5], scalars[..., 6])
-    learning = (larger <= cusum.HOLD) | (larger >= cusum.CAP)
-    outer = (basis[..., :, None] * basis[..., None, :])[..., [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]  # (B, 1, 6)
-    updated = np.concatenate([np.broadcast_to(outer, (*taught.shape, 6)), basis * taught[..., None]], axis=-1)
-    fit[:] = np.where(learning[..., None], _HARMONIC_FORGET * fit + updated, fit)
+    # (Learning held until the sums drain instead: 2 more false alerts on seed 9.)
+    fitted.learn(fit, basis, values, prediction, scalars, follows, _HARMONIC_FORGET)
     return np.where(speaks, prediction, np.nan), np.where(speaks, tail, 1.0)
-
-
-def _advance_sums(
-    scalars: np.ndarray, deviation: np.ndarray, complete: np.ndarray, level_autocorrelation: np.ndarray, rho: float
-) -> np.ndarray:
-    """Advance the CUSUMs of the deviations from the profile (B, features; where ``complete``);
-    returns each feature's tail (1 where not judged: its deviations' autocorrelation is ``rho`` or
-    more, or the level rule judges it)."""
-    square, n, autocorrelation, judged_n, last, up, down = (scalars[..., k] for k in range(_SCALARS))
-    spread = np.sqrt(np.maximum(square, 1e-300))
-    standing = complete & (n >= 10)
-    v = np.where(standing, cusum.clipped(deviation / spread), 0.0)
-    summing = standing & (judged_n >= _HISTORY)
-    new_up, new_down = cusum.advance(up, down, v)
-    up[:] = np.where(summing, new_up, up)
-    down[:] = np.where(summing, new_down, down)
-    judged = summing & (autocorrelation < rho) & (level_autocorrelation >= cusum.RHO)
-    tail = np.where(judged, cusum.tail(up, down), 1.0)
-    # The autocorrelation learns from every standing deviation but those of a shift under way.
-    learning = standing & ~cusum.holding(autocorrelation, up, down)
-    judged_n += learning
-    weight = np.maximum(1.0 / np.maximum(judged_n, 1.0), _ALPHA)
-    autocorrelation[:] = np.where(learning, autocorrelation + weight * (v * last - autocorrelation), autocorrelation)
-    last[:] = np.where(standing, v, last)
-    # The spread learns from deviations clipped at 3 of it: an incident does not teach it noise.
-    clipped = np.where(n >= 10, np.clip(deviation, -3.0 * spread, 3.0 * spread), deviation)
-    n += complete
-    weight = np.maximum(1.0 / np.maximum(n, 1.0), _ALPHA)
-    square[:] = np.where(complete, square + weight * (clipped * clipped - square), square)
-    return tail

@@ -68,8 +68,9 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
         raise InputFileError(f"generic training data must name the same values in every event ({incomplete} differ)")
     # Each stream on its own scale: standardised by its own running statistics, not transformed;
     # a stuck value judged by how often the stream itself repeats one; a slow change of level
-    # caught by the level rule where the stream is noise about a level, and by the seasonal rule
-    # against the stream's own days where it has a daily cycle; residuals judged against
+    # caught by the level rule where the stream is noise about a level, by the seasonal rule
+    # against the stream's own days where it has a daily cycle, and by the autoregressive rule
+    # against its own last values where it wanders; residuals judged against
     # the stream's own as well as the model's spread; an anomaly only where the stream's own
     # history agrees (the likelihood gate).
     transforms = cast("tuple[Transform, ...]", ("identity",) * len(names))
@@ -82,6 +83,7 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
         level_rule=True,
         residual_rule=True,
         seasonal_rule=True,
+        autoregressive_rule=True,
         likelihood_gate=True,
     )
 

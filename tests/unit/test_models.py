@@ -1124,6 +1124,21 @@ def daily_cycle(
     return events
 
 
+def flagged_by_the_level_rule(
+    detector: Detector, events: list[tuple[int, dict]], after: int, before: int
+) -> tuple[int, dict]:
+    """Score ``events``: the first anomalous one must come after reading ``after`` and before
+    ``before``, flagged by the level rule, in the only alert. Returns it and the explanation of
+    its value."""
+    results, _ = detector.score_sequence(events)
+    flagged = [i for i, r in enumerate(results) if r.anomalous]
+    assert flagged and after < flagged[0] < before, flagged[:3]
+    assert results[flagged[0]].rule == "level"
+    assert sum(r.alert for r in results) == 1
+    (item,) = [e for e in results[flagged[0]].explanation or [] if e["feature"] == "value"]
+    return flagged[0], item
+
+
 def test_the_seasonal_rule_catches_a_drift_in_a_daily_cycle() -> None:
     """A ramp of 12 noise sds (0.4 of the cycle's amplitude) over 40 hourly readings, from day 9:
     the GRU follows it step by step and the level rule is silent in a cycle, but against the
@@ -1132,14 +1147,9 @@ def test_the_seasonal_rule_catches_a_drift_in_a_daily_cycle() -> None:
     detector = shipped("generic")
     assert detector.spec.seasonal_rule
     events = daily_cycle(np.random.default_rng(3), 12, 7, drift_from=24 * 9)
-    results, _ = detector.score_sequence(events)
-    flagged = [i for i, r in enumerate(results) if r.anomalous]
-    assert flagged and 24 * 9 < flagged[0] < 24 * 9 + 40, flagged[:3]
-    assert results[flagged[0]].rule == "level"
-    assert sum(r.alert for r in results) == 1
+    first, item = flagged_by_the_level_rule(detector, events, 24 * 9, 24 * 9 + 40)
     # The alert says what the stream's days read at that hour, beside the drifting value.
-    (item,) = [e for e in results[flagged[0]].explanation or [] if e["feature"] == "value"]
-    assert abs(item["usual"] - (100 + 30 * math.sin(2 * math.pi * flagged[0] / 24))) < 3
+    assert abs(item["usual"] - (100 + 30 * math.sin(2 * math.pi * first / 24))) < 3
     assert item["actual"] - item["usual"] > 2  # two noise sds, early in the ramp
 
     blind = copy.deepcopy(detector)
@@ -1172,13 +1182,8 @@ def test_the_seasonal_rule_catches_a_drift_on_a_streams_second_day(monkeypatch: 
     never speaks) nothing is flagged at all: the GRU follows the ramp step by step."""
     detector = shipped("generic")
     events = five_minute_cycle(np.random.default_rng(0), 500, drift_from=400)
-    results, _ = detector.score_sequence(events)
-    flagged = [i for i, r in enumerate(results) if r.anomalous]
-    assert flagged and 400 < flagged[0] < 420, flagged[:3]
-    assert results[flagged[0]].rule == "level"
-    assert sum(r.alert for r in results) == 1
-    (item,) = [e for e in results[flagged[0]].explanation or [] if e["feature"] == "value"]
-    assert abs(item["usual"] - (100 + 30 * math.sin(2 * math.pi * flagged[0] / 288))) < 2
+    first, item = flagged_by_the_level_rule(detector, events, 400, 420)
+    assert abs(item["usual"] - (100 + 30 * math.sin(2 * math.pi * first / 288))) < 2
     assert item["actual"] - item["usual"] > 2
 
     monkeypatch.setattr(models.seasonal, "_HARMONIC_SPAN", math.inf)
@@ -1196,14 +1201,43 @@ def test_a_lasting_shift_on_a_streams_second_day_ends_its_alarm() -> None:
     assert flagged[-1] < 700, flagged[-3:]
 
 
-def test_the_seasonal_rule_is_the_same_online_and_offline() -> None:
+def wandering_level(rng: np.random.Generator, readings: int, drift_from: int) -> list[tuple[int, dict]]:
+    """Readings every 5 minutes of a level wandering about 50 (AR(0.98), steps of 0.3) in noise
+    of 1; from ``drift_from``, a ramp of 0.6 a reading to +24 that then holds."""
+    events, level = [], 0.0
+    for i in range(readings):
+        level = 0.98 * level + rng.normal(0, 0.3)
+        value = 50 + level + rng.normal(0, 1) + 0.6 * min(max(0, i - drift_from + 1), 40)
+        events.append((1_767_225_600_000 + i * 300_000, {"value": round(value, 4)}))
+    return events
+
+
+def test_the_autoregressive_rule_catches_a_drift_in_a_wandering_level() -> None:
+    """A wandering level is autocorrelated (the level rule is silent) and has no day: the GRU's
+    residuals hide a ramp of 0.6 noise sds a reading. Against the stream's own predictor from its
+    last values the ramp's deviations run on one side, and the rule flags it ("level") early in
+    the ramp, with that prediction as ``usual``. The same detector without the rule misses it."""
+    detector = shipped("generic")
+    assert detector.spec.autoregressive_rule
+    events = wandering_level(np.random.default_rng(0), 700, drift_from=600)
+    _, item = flagged_by_the_level_rule(detector, events, 600, 630)
+    assert item["actual"] - item["usual"] > 1  # a noise sd above what its last values predict
+
+    blind = copy.deepcopy(detector)
+    blind.spec.autoregressive_rule = False
+    assert not any(r.anomalous for r in blind.score_sequence(events)[0])
+
+
+def test_the_seasonal_and_autoregressive_rules_are_the_same_online_and_offline() -> None:
     """Streams read at different minutes, stepped in runs of up to 5 events (the worker's
     batches): the same chances and decisions as one pass over each stream."""
     detector = shipped("generic")
     rng = np.random.default_rng(4)
     streams = {f"s{m}": daily_cycle(rng, 10, m, drift_from=24 * 7) for m in (0, 20, 59)}
-    # A 5-minute stream, judged against its fitted sinusoid on its second day.
+    # A 5-minute stream, judged against its fitted sinusoid on its second day, and a wandering
+    # level, against its own last values.
     streams["five"] = five_minute_cycle(rng, 480, drift_from=400)
+    streams["wander"] = wandering_level(rng, 480, drift_from=400)
     offline = {k: detector.score_sequence(evs)[0] for k, evs in streams.items()}
     states = {k: detector.new_state() for k in streams}
     online: dict[str, list[Scored]] = defaultdict(list)

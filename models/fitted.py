@@ -1,0 +1,91 @@
+"""A linear fit per stream and feature, whose deviations the level rule's sums judge: the seasonal
+rule's daily sinusoid before its profile holds its days (models.seasonal) and the autoregressive
+rule's prediction from a stream's last values (models.autoregressive).
+
+Each fit regresses a value on a few regressors (its *basis*) by exponentially weighted least
+squares, and keeps only its weighted sums: the matrix of the regressors' products (its upper
+triangle) and their products with the value (``fit_size``). The fit learns each reading clipped
+at 3 of its deviations' spreads once that spread is known, and nothing while the deviations'
+sums build (an incident does not bend the expectation it is judged against) until they are full:
+the alarm has then been raised, and a lasting change has to be learnt.
+
+>>> fit, scalars = np.zeros((1, 1, fit_size(2))), np.zeros((1, 1, cusum.DEVIATION_SCALARS))
+>>> for x in np.linspace(0.0, 1.0, 20):  # a line, 3 + 2x
+...     basis = np.array([[[1.0, x]]])
+...     learn(fit, basis, np.array([[3.0 + 2.0 * x]]), predict(fit, basis), scalars, np.ones((1, 1), bool), 1.0)
+>>> round(float(predict(fit, np.array([[[1.0, 2.0]]]))[0, 0]), 6)
+7.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models import cusum
+
+__all__ = ["fit_size", "learn", "predict"]
+
+# Readings enter a fit clipped here: its sums hold no infinity, whatever a stream sends.
+_VALUE_MAX = 1e100
+# A small ridge, relative to the regressors' scale, keeps a young fit finite.
+_RIDGE = 1e-9
+
+
+def fit_size(dimension: int) -> int:
+    """Floats a fit on ``dimension`` regressors keeps: its matrix's upper triangle, then the
+    regressors' products with the value."""
+    return dimension * (dimension + 1) // 2 + dimension
+
+
+def _upper(dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(dimension)
+
+
+def predict(fit: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Each fit's value (B, f) at regressors ``basis`` (B, f or 1, d), from its sums ``fit``
+    (B, f, fit_size(d)); NaN where the sums are not finite. Each fit is solved on its own, so a
+    stream reads the same whichever batch it is stepped in."""
+    dimension = basis.shape[-1]
+    rows, columns = _upper(dimension)
+    triangle = len(rows)
+    matrix = np.zeros((*fit.shape[:-1], dimension, dimension))
+    matrix[..., rows, columns] = fit[..., :triangle]
+    matrix[..., columns, rows] = fit[..., :triangle]
+    finite = np.isfinite(fit).all(axis=-1)
+    scale = np.trace(matrix, axis1=-2, axis2=-1) / dimension
+    ridge = np.where(finite, _RIDGE * np.abs(scale) + 1e-300, 1.0)[..., None, None]
+    matrix = np.where(finite[..., None, None], matrix, 0.0) + ridge * np.eye(dimension)
+    products = np.where(finite[..., None], fit[..., triangle:], 0.0)
+    weights = np.linalg.solve(matrix, products[..., None])[..., 0]
+    prediction = (np.broadcast_to(basis, weights.shape) * weights).sum(axis=-1)
+    return np.where(finite, prediction, np.nan)
+
+
+def learn(
+    fit: np.ndarray,
+    basis: np.ndarray,
+    values: np.ndarray,
+    prediction: np.ndarray,
+    scalars: np.ndarray,
+    follows: np.ndarray,
+    forget: float,
+    teach: np.ndarray | None = None,
+) -> None:
+    """Teach each fit (``fit``, B x f x fit_size, updated in place) the value at regressors
+    ``basis`` (B, f or 1, d): ``prediction`` was its value before, ``scalars`` its deviations' sums
+    (cusum.advance_deviations) and ``follows`` where those follow it; ``teach`` (B, f), where it
+    learns at all (everywhere when None). Older readings weigh ``forget`` times less with each new
+    one."""
+    spread = np.sqrt(np.maximum(scalars[..., 0], 1e-300))
+    known = follows & (scalars[..., 1] >= 10)
+    taught = np.clip(values, -_VALUE_MAX, _VALUE_MAX)
+    off = np.where(known, values - np.where(known, prediction, 0.0), 0.0)
+    taught = np.where(known, prediction + np.clip(off, -3.0 * spread, 3.0 * spread), taught)
+    larger = np.maximum(scalars[..., 5], scalars[..., 6])
+    learning = (larger <= cusum.HOLD) | (larger >= cusum.CAP)
+    if teach is not None:
+        learning &= teach
+    rows, columns = _upper(basis.shape[-1])
+    basis = np.broadcast_to(basis, (*taught.shape, basis.shape[-1]))
+    updated = np.concatenate([basis[..., rows] * basis[..., columns], basis * taught[..., None]], axis=-1)
+    fit[:] = np.where(learning[..., None], forget * fit + updated, fit)

@@ -19,6 +19,8 @@ the alarm has then been raised, and a lasting change has to be learnt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from models import cusum
@@ -43,22 +45,47 @@ def _upper(dimension: int) -> tuple[np.ndarray, np.ndarray]:
 
 def predict(fit: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """Each fit's value (B, f) at regressors ``basis`` (B, f or 1, d), from its sums ``fit``
-    (B, f, fit_size(d)); NaN where the sums are not finite. Each fit is solved on its own, so a
-    stream reads the same whichever batch it is stepped in."""
+    (B, f, fit_size(d)); NaN where the sums are not finite."""
     dimension = basis.shape[-1]
     rows, columns = _upper(dimension)
     triangle = len(rows)
-    matrix = np.zeros((*fit.shape[:-1], dimension, dimension))
-    matrix[..., rows, columns] = fit[..., :triangle]
-    matrix[..., columns, rows] = fit[..., :triangle]
     finite = np.isfinite(fit).all(axis=-1)
-    scale = np.trace(matrix, axis1=-2, axis2=-1) / dimension
-    ridge = np.where(finite, _RIDGE * np.abs(scale) + 1e-300, 1.0)[..., None, None]
-    matrix = np.where(finite[..., None, None], matrix, 0.0) + ridge * np.eye(dimension)
-    products = np.where(finite[..., None], fit[..., triangle:], 0.0)
-    weights = np.linalg.solve(matrix, products[..., None])[..., 0]
-    prediction = (np.broadcast_to(basis, weights.shape) * weights).sum(axis=-1)
+    sums = np.where(finite[..., None], fit, 0.0)
+    entry = {(int(i), int(j)): sums[..., k] for k, (i, j) in enumerate(zip(rows, columns, strict=True))}
+    scale = sum(entry[i, i] for i in range(dimension)) / dimension
+    ridge = _RIDGE * np.abs(scale) + 1e-300
+    weights = _solve_symmetric(
+        lambda i, j: entry[min(i, j), max(i, j)] + (ridge if i == j else 0.0),
+        [sums[..., triangle + i] for i in range(dimension)],
+    )
+    prediction = sum(np.broadcast_to(basis[..., i], finite.shape) * weights[i] for i in range(dimension))
     return np.where(finite, prediction, np.nan)
+
+
+def _solve_symmetric(entry: Callable[[int, int], np.ndarray], rhs: list[np.ndarray]) -> list[np.ndarray]:
+    """Solve symmetric positive definite systems, one per element of the arrays: ``entry(i, j)``
+    is the matrices' (i, j) entries, ``rhs`` the right-hand sides'. By Cholesky, in element-wise
+    arithmetic: each system is solved on its own, so a stream reads the same whichever batch it is
+    stepped in, and a batch of small systems costs a few dozen array operations, not one LAPACK
+    call each."""
+    d = len(rhs)
+    lower: dict[tuple[int, int], np.ndarray] = {}
+    for j in range(d):
+        pivot = entry(j, j) - sum((lower[j, k] ** 2 for k in range(j)), np.zeros_like(rhs[0]))
+        lower[j, j] = np.sqrt(np.maximum(pivot, 1e-300))
+        for i in range(j + 1, d):
+            off = entry(i, j) - sum((lower[i, k] * lower[j, k] for k in range(j)), np.zeros_like(rhs[0]))
+            lower[i, j] = off / lower[j, j]
+    forward: list[np.ndarray] = []
+    for i in range(d):
+        forward.append(
+            (rhs[i] - sum((lower[i, k] * forward[k] for k in range(i)), np.zeros_like(rhs[0]))) / lower[i, i]
+        )
+    solution: list[np.ndarray] = [np.zeros_like(rhs[0])] * d
+    for i in reversed(range(d)):
+        later = sum((lower[k, i] * solution[k] for k in range(i + 1, d)), np.zeros_like(rhs[0]))
+        solution[i] = (forward[i] - later) / lower[i, i]
+    return solution
 
 
 def learn(

@@ -29,7 +29,8 @@ __all__ = ["fit_size", "learn", "predict"]
 
 # Readings enter a fit clipped here: its sums hold no infinity, whatever a stream sends.
 _VALUE_MAX = 1e100
-# A small ridge, relative to the regressors' scale, keeps a young fit finite.
+# A small ridge, each regressor's relative to its own scale (so it biases none of them more than
+# another, whatever their units), keeps a young or degenerate fit finite.
 _RIDGE = 1e-9
 
 
@@ -52,10 +53,8 @@ def predict(fit: np.ndarray, basis: np.ndarray) -> np.ndarray:
     finite = np.isfinite(fit).all(axis=-1)
     sums = np.where(finite[..., None], fit, 0.0)
     entry = {(int(i), int(j)): sums[..., k] for k, (i, j) in enumerate(zip(rows, columns, strict=True))}
-    scale = sum(entry[i, i] for i in range(dimension)) / dimension
-    ridge = _RIDGE * np.abs(scale) + 1e-300
     weights = _solve_symmetric(
-        lambda i, j: entry[min(i, j), max(i, j)] + (ridge if i == j else 0.0),
+        lambda i, j: entry[min(i, j), max(i, j)] * (1.0 + _RIDGE if i == j else 1.0) + (1e-300 if i == j else 0.0),
         [sums[..., triangle + i] for i in range(dimension)],
     )
     prediction = sum(np.broadcast_to(basis[..., i], finite.shape) * weights[i] for i in range(dimension))

@@ -122,6 +122,29 @@ def _drop_topics(settings: Settings, topics: list[str]) -> None:
         client.delete_topics(topics)
 
 
+def _state_bytes(settings: Settings, namespace: str, kinds: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """Per kind, the mean Redis MEMORY USAGE of up to 100 of the streams' states the workers wrote
+    under ``namespace``, and one state's packed size. Sampled kind by kind: a sample of all keys
+    mixes the kinds as the keys' hashes fall, and generic states are four times the others."""
+    import redis as redis_sync
+
+    from pipeline.state import state_key_prefix
+
+    client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
+    try:
+        usage: dict[str, float] = {}
+        sizes: dict[str, int] = {}
+        for kind in kinds:
+            matching = client.scan_iter(match=f"{state_key_prefix(namespace, '*', kind)}*", count=1000)
+            keys = [k for _, k in zip(range(100), matching, strict=False)]
+            if keys:
+                usage[kind] = round(sum(client.memory_usage(k, samples=0) or 0 for k in keys) / len(keys), 1)
+                sizes[kind] = len(client.get(keys[0]) or b"")
+        return usage, sizes
+    finally:
+        client.close()
+
+
 def _worker_settings(settings: Settings, topics: dict[str, str]) -> Settings:
     return settings.model_copy(
         update={
@@ -167,8 +190,6 @@ def _naive(
 
 
 def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
-    import redis as redis_sync
-
     from pipeline.modeling import load_worker_models
     from pipeline.processes import WorkerJob, combined, run_processes
     from pipeline.worker import WorkerStats
@@ -210,11 +231,7 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         log(f"worker: gruwatch worker --processes {processes}, same events, a fresh group and namespace")
         many = run_workers(processes, f"bench-{uuid.uuid4().hex[:8]}")
         worker_eps = total / (many.last_batch - many.first_record)
-        client = redis_sync.Redis.from_url(settings.redis_url.get_secret_value())
-        keys = [k for _, k in zip(range(300), client.scan_iter(match=f"gw:{namespace}:*", count=1000), strict=False)]
-        per_stream = sum(client.memory_usage(k, samples=0) or 0 for k in keys) / max(len(keys), 1)
-        value_bytes = len(client.get(keys[0]) or b"") if keys else 0
-        client.close()
+        redis_bytes, value_bytes = _state_bytes(settings, namespace, list(topics))
         log("worker: naive per-event pipeline (GET, step, SET per event)")
         sample = [(kind, e) for kind, cls in GENERATORS.items() for e in cls(keys=200, seed=12).events(700)]
         naive = _naive(settings, detectors, sample, f"bench-naive-{uuid.uuid4().hex[:8]}")
@@ -246,7 +263,10 @@ def bench_worker(settings: Settings, events: int, log: Callable[[str], None]) ->
         "worker_batches": many.batches,
         # Partitions moved while the processes scored: each stalls the run (a timing to distrust).
         "worker_rebalances": many.rebalances,
-        "redis_bytes_per_stream": round(per_stream, 1),
+        # Redis MEMORY USAGE of a stream's state, by kind, and its mean over the kinds (the bench's
+        # streams are a quarter each).
+        "redis_bytes_per_stream": round(sum(redis_bytes.values()) / max(len(redis_bytes), 1), 1),
+        "redis_bytes_by_kind": redis_bytes,
         "state_value_bytes": value_bytes,
         # Peak RSS of one `gruwatch worker` process (the largest of the --processes run).
         "worker_rss_mb": round(many.peak_rss_mb, 1),

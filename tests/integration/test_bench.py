@@ -46,5 +46,10 @@ def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
     assert abs(figures["ratio_naive"] - figures["worker_eps_1proc"] / figures["naive_eps"]) < 0.01
     assert abs(figures["ratio_naive_all_cores"] - figures["worker_eps"] / figures["naive_eps"]) < 0.01
     assert figures["worker_events"] == 6000 and figures["latency_events"] == 6000
+    # Redis bytes of a stream's state, by kind: a generic state (its rules' memory) is the largest.
+    by_kind = figures["redis_bytes_by_kind"]
+    assert set(by_kind) == {"network", "financial", "sensor", "generic"}
+    assert max(by_kind, key=by_kind.get) == "generic"
+    assert abs(figures["redis_bytes_per_stream"] - sum(by_kind.values()) / 4) < 0.1
     # The processes start together: no partition moves while they are timed.
     assert figures["worker_rebalances"] == 0

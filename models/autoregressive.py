@@ -51,7 +51,6 @@ _FORGET = 0.998
 _RHO = 0.2
 # The fit's deviations are followed from ~this many readings of weight.
 _WARMUP = 10.0
-_VALUE_MAX = 1e100
 
 
 def autoregressive_size(features: int) -> int:
@@ -90,8 +89,8 @@ def advance_autoregressive(
     features = values.shape[1]
     first, lags, fit, scalars = _parts(memory, features)
     fresh = seen == 0
-    first[fresh] = np.clip(values[fresh], -_VALUE_MAX, _VALUE_MAX)
-    relative = np.clip(values - first, -_VALUE_MAX, _VALUE_MAX)
+    first[fresh] = np.clip(values[fresh], -fitted.VALUE_MAX, fitted.VALUE_MAX)
+    relative = np.clip(values - first, -fitted.VALUE_MAX, fitted.VALUE_MAX)
     full = np.broadcast_to((seen >= ORDER)[:, None], relative.shape)
     basis = np.concatenate([np.ones((*relative.shape, 1)), lags], axis=-1)
     prediction = fitted.predict(fit, basis)

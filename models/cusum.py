@@ -24,7 +24,9 @@ __all__ = [
     "K",
     "advance",
     "advance_deviations",
+    "building",
     "clipped",
+    "deviation_spread",
     "holding",
     "tail",
 ]
@@ -49,6 +51,8 @@ HOLD = 4.0
 DEVIATION_HISTORY = 50
 DEVIATION_SCALARS = 7
 _DEVIATION_ALPHA = 0.01  # spread and autocorrelation: exact means while young, then ~the last 100
+# Deviations before their spread is known (it standardises them, and clips what it learns).
+_SPREAD_HISTORY = 10
 
 
 def clipped(v: np.ndarray) -> np.ndarray:
@@ -79,8 +83,8 @@ def advance_deviations(
     feature's tail (1 where not judged: its deviations' autocorrelation is ``rho`` or more, or the
     level rule judges it, its ``level_autocorrelation`` being under RHO)."""
     square, n, autocorrelation, judged_n, last, up, down = (scalars[..., k] for k in range(DEVIATION_SCALARS))
-    spread = np.sqrt(np.maximum(square, 1e-300))
-    standing = complete & (n >= 10)
+    spread, known = deviation_spread(scalars)
+    standing = complete & known
     v = np.where(standing, clipped(deviation / spread), 0.0)
     summing = standing & (judged_n >= DEVIATION_HISTORY)
     new_up, new_down = advance(up, down, v)
@@ -95,8 +99,21 @@ def advance_deviations(
     autocorrelation[:] = np.where(learning, autocorrelation + weight * (v * last - autocorrelation), autocorrelation)
     last[:] = np.where(standing, v, last)
     # The spread learns from deviations clipped at 3 of it: an incident does not teach it noise.
-    taught = np.where(n >= 10, np.clip(deviation, -3.0 * spread, 3.0 * spread), deviation)
+    taught = np.where(known, np.clip(deviation, -3.0 * spread, 3.0 * spread), deviation)
     n += complete
     weight = np.maximum(1.0 / np.maximum(n, 1.0), _DEVIATION_ALPHA)
     square[:] = np.where(complete, square + weight * (taught * taught - square), square)
     return chance
+
+
+def deviation_spread(scalars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From deviations' memory (``advance_deviations``): their running spread, and where it is
+    known (it has _SPREAD_HISTORY deviations behind it)."""
+    return np.sqrt(np.maximum(scalars[..., 0], 1e-300)), scalars[..., 1] >= _SPREAD_HISTORY
+
+
+def building(scalars: np.ndarray) -> np.ndarray:
+    """From deviations' memory: where the larger sum is past HOLD but not yet at CAP (a shift under
+    way whose alarm has not been raised)."""
+    larger = np.maximum(scalars[..., 5], scalars[..., 6])
+    return (larger > HOLD) & (larger < CAP)

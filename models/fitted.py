@@ -19,16 +19,17 @@ the alarm has then been raised, and a lasting change has to be learnt.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
 from models import cusum
 
-__all__ = ["fit_size", "learn", "predict"]
+__all__ = ["VALUE_MAX", "fit_size", "learn", "predict"]
 
 # Readings enter a fit clipped here: its sums hold no infinity, whatever a stream sends.
-_VALUE_MAX = 1e100
+VALUE_MAX = 1e100
 # A small ridge, each regressor's relative to its own scale (so it biases none of them more than
 # another, whatever their units), keeps a young or degenerate fit finite.
 _RIDGE = 1e-9
@@ -40,7 +41,9 @@ def fit_size(dimension: int) -> int:
     return dimension * (dimension + 1) // 2 + dimension
 
 
+@functools.cache
 def _upper(dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """The upper triangle's (row, column) indices, in the order a fit keeps them."""
     return np.triu_indices(dimension)
 
 
@@ -54,7 +57,7 @@ def predict(fit: np.ndarray, basis: np.ndarray) -> np.ndarray:
     sums = np.where(finite[..., None], fit, 0.0)
     entry = {(int(i), int(j)): sums[..., k] for k, (i, j) in enumerate(zip(rows, columns, strict=True))}
     weights = _solve_symmetric(
-        lambda i, j: entry[min(i, j), max(i, j)] * (1.0 + _RIDGE if i == j else 1.0) + (1e-300 if i == j else 0.0),
+        lambda i, j: entry[min(i, j), max(i, j)] * (1.0 + _RIDGE if i == j else 1.0),
         [sums[..., triangle + i] for i in range(dimension)],
     )
     prediction = sum(np.broadcast_to(basis[..., i], finite.shape) * weights[i] for i in range(dimension))
@@ -102,13 +105,12 @@ def learn(
     (cusum.advance_deviations) and ``follows`` where those follow it; ``teach`` (B, f), where it
     learns at all (everywhere when None). Older readings weigh ``forget`` times less with each new
     one."""
-    spread = np.sqrt(np.maximum(scalars[..., 0], 1e-300))
-    known = follows & (scalars[..., 1] >= 10)
-    taught = np.clip(values, -_VALUE_MAX, _VALUE_MAX)
+    spread, known = cusum.deviation_spread(scalars)
+    known &= follows
+    taught = np.clip(values, -VALUE_MAX, VALUE_MAX)
     off = np.where(known, values - np.where(known, prediction, 0.0), 0.0)
     taught = np.where(known, prediction + np.clip(off, -3.0 * spread, 3.0 * spread), taught)
-    larger = np.maximum(scalars[..., 5], scalars[..., 6])
-    learning = (larger <= cusum.HOLD) | (larger >= cusum.CAP)
+    learning = ~cusum.building(scalars)
     if teach is not None:
         learning &= teach
     rows, columns = _upper(basis.shape[-1])

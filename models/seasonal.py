@@ -178,10 +178,10 @@ def advance_seasonal(
     # profile judges every feature).
     pending = np.flatnonzero(~complete.all(axis=1))
     if len(pending):
-        fitted = np.where(complete, expected, np.nan)
+        sinusoid = np.where(complete, expected, np.nan)
         harmonic_tail = tail.copy()
         rows_fit, rows_scalars = fit[pending], harmonic_scalars[pending]
-        fitted[pending], harmonic_tail[pending] = _advance_harmonic(
+        sinusoid[pending], harmonic_tail[pending] = _advance_harmonic(
             rows_fit,
             rows_scalars,
             values[pending],
@@ -190,9 +190,9 @@ def advance_seasonal(
             level_autocorrelation[pending],
         )
         fit[pending], harmonic_scalars[pending] = rows_fit, rows_scalars
-        fit_ready = ~complete & ~np.isnan(fitted)
+        fit_ready = ~complete & ~np.isnan(sinusoid)
         tail = np.where(fit_ready, harmonic_tail, tail)
-        expected = np.where(complete, expected, fitted)
+        expected = np.where(complete, expected, sinusoid)
     bin_now = np.floor(hour).astype(np.int64) % BINS
     n = counts[rows, :, bin_now] + 1.0
     counts[rows, :, bin_now] = n

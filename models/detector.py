@@ -20,7 +20,7 @@ from models.autoregressive import advance_autoregressive
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.features import FeatureSpec, latest_before
 from models.likelihood import AnomalyLikelihood, advance_gate
-from models.residual import advance_residual
+from models.residual import TAME_VERDICT, advance_residual
 from models.scorer import GRUScorer
 from models.seasonal import advance_seasonal
 
@@ -502,20 +502,24 @@ class Detector:
         the rows of ``memory`` (updated in place) by one event each: their transformed values,
         times, the events each had seen before, the level rule's autocorrelation after it and
         whether the stream is tame (the residual rule's word). Returns the events' chances, the
-        rarer rule's, heeded on tame streams only (1 elsewhere: real series' days differ, and their
-        values' steps are heavy-tailed), and their values' usual levels: the expectation of the
-        rarer rule (models.seasonal.advance_seasonal, models.autoregressive)."""
+        rarest rule's, heeded on tame streams only (1 elsewhere: real series' days differ, and their
+        values' steps are heavy-tailed) but for the autoregressive rule's jumps, heeded on streams
+        too young for that word as well; and their values' usual levels: the expectation of the
+        rarest rule (models.seasonal.advance_seasonal, models.autoregressive)."""
         seen = np.asarray(seen, dtype=np.float64)
         chance, usual = np.ones(len(values)), np.full(values.shape, np.nan)
         if self.spec.seasonal_rule:
             chance, usual = advance_seasonal(memory[:, self.spec.seasonal_slice], values, ts, seen, level_ac)
         if self.spec.autoregressive_rule:
-            lagged, predicted = advance_autoregressive(
+            lagged, jump, predicted = advance_autoregressive(
                 memory[:, self.spec.autoregressive_slice], values, seen, level_ac
             )
             rarer = lagged < chance
             usual = np.where(rarer[:, None] | np.isnan(usual), predicted, usual)
-            chance = np.minimum(chance, lagged)
+            chance = np.where(tame, np.minimum(chance, lagged), 1.0)
+            jump = np.where(tame | (seen < TAME_VERDICT), jump, 1.0)
+            usual = np.where((jump < chance)[:, None], predicted, usual)
+            return np.minimum(chance, jump), usual
         return np.where(tame, chance, 1.0), usual
 
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -51,12 +51,15 @@ import math
 
 import numpy as np
 
+from models.excursions import advance_excursions
+
 __all__ = [
     "EXCURSION",
     "RESIDUAL_HISTORY",
     "TAIL_HISTORY",
     "TAME_EXCURSIONS",
     "TAME_LAW_HISTORY",
+    "TAME_VERDICT",
     "advance_residual",
     "residual_size",
 ]
@@ -72,6 +75,8 @@ _CAP = 4.0
 # worker alerts: |r| 4.5 to 6 and a bound of 1.5 to 3.5 trade recall on synthetic streams against
 # alerts on real ones; a count that forgets over ~500 events lets NAB's bursty series turn tame.
 TAIL_HISTORY = 50
+# Events before a stream is judged tame or not: until then the rule has no word on its tail.
+TAME_VERDICT = RESIDUAL_HISTORY + TAIL_HISTORY
 EXCURSION = 5.0
 TAME_EXCURSIONS = 2.5
 _EXCURSION_QUIET = 20
@@ -104,7 +109,7 @@ def advance_residual(memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tup
     spread, excursions, last = (memory[:, k * features : (k + 1) * features] for k in range(3))
     judged = seen >= RESIDUAL_HISTORY
     r = np.where(judged[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
-    tame = (seen >= RESIDUAL_HISTORY + TAIL_HISTORY) & np.all(excursions < TAME_EXCURSIONS, axis=1)
+    tame = (seen >= TAME_VERDICT) & np.all(excursions < TAME_EXCURSIONS, axis=1)
     # Two-sided normal tail of the largest |r|, times the number of features; only past 3 spreads
     # (a chance under 0.003, where it can matter), so the worker's batches rarely pay for erfc.
     law = np.ones(len(z))
@@ -118,9 +123,5 @@ def advance_residual(memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tup
     taught = np.where(seen[:, None] > 0, np.minimum(square, _CAP * _CAP * spread), square)
     spread += weight * (taught - spread)
     # An incident is one excursion: only an |r| over EXCURSION after a quiet spell starts one.
-    beyond = np.abs(r) > EXCURSION
-    quiet = (last == 0) | (seen[:, None] - (last - 1) > _EXCURSION_QUIET)
-    last[:] = np.where(beyond, seen[:, None] + 1.0, last)
-    excursions *= 1.0 - _EXCURSION_ALPHA
-    excursions += beyond & quiet
+    advance_excursions(excursions, last, np.abs(r) > EXCURSION, seen, _EXCURSION_QUIET, _EXCURSION_ALPHA)
     return np.asarray(r), np.asarray(tame), law

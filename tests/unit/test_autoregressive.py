@@ -1,0 +1,43 @@
+"""The autoregressive rule's jumps (models.autoregressive): a single value far from what the
+stream's own last values predict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.autoregressive import advance_autoregressive, autoregressive_size
+
+
+def jump_chances(values: list[float]) -> list[float]:
+    """Each value's jump chance, one stream stepped from a fresh memory."""
+    memory = np.zeros((1, autoregressive_size(1)))
+    chances = []
+    for seen, value in enumerate(values):
+        # The level rule's autocorrelation: the values are judged by the level rule or not; the
+        # jump does not depend on it.
+        _, jump, _ = advance_autoregressive(memory, np.array([[value]]), np.array([float(seen)]), np.array([[0.0]]))
+        chances.append(float(jump[0]))
+    return chances
+
+
+def test_a_jump_in_a_stream_of_whole_numbers_is_not_judged() -> None:
+    """Counts are skewed: a Poisson count of 25 against a mean of 5 is not paged by the normal law
+    (the level rule's CUSUM and the GRU judge counts). The same values off the whole numbers are
+    judged, and 25.5 is a jump."""
+    counts = [float(v) for v in np.random.default_rng(0).poisson(5.0, 300)] + [25.0]
+    assert max(1.0 - c for c in jump_chances(counts)) == 0.0
+    shifted = jump_chances([v + 0.5 for v in counts])
+    assert shifted[-1] < 1e-6
+    assert min(shifted[:-1]) > 1e-5
+
+
+def test_jumps_that_recur_become_the_streams_habit() -> None:
+    """A burst of 10 noise sds every 40 readings: the first two are jumps; from then on the
+    stream's bursts are its habit, and the rule no longer judges them."""
+    rng = np.random.default_rng(1)
+    values = [50.0 + rng.normal() + (10.0 if i >= 100 and i % 40 == 0 else 0.0) for i in range(400)]
+    chances = jump_chances(values)
+    bursts = [chances[i] for i in range(120, 400, 40)]
+    assert bursts[0] < 1e-6 and bursts[1] < 1e-6
+    assert all(c == 1.0 for c in bursts[2:])
+    assert min(c for i, c in enumerate(chances) if i % 40 or i < 100) > 1e-5

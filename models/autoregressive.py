@@ -29,8 +29,9 @@ Values enter relative to the stream's first one, which keeps the regressors' pro
 proportion for a level far from zero.
 
 Memory per stream and feature: the first value, the share of values that were not whole numbers
-(or were negative), the last ORDER values (relative to the first, latest first), the fit's
-weighted sums and its deviations' scalars: ``autoregressive_size``.
+(or were negative), the count of jumps and when the last was, the last ORDER values (relative to
+the first, latest first; NaN for a wild one), the fit's weighted sums and its deviations'
+scalars: ``autoregressive_size``.
 
 >>> memory, rng = np.zeros((1, autoregressive_size(1))), np.random.default_rng(0)
 >>> level, chances = 0.0, []
@@ -75,7 +76,9 @@ _JUMP_EXCURSION = 1e-5
 _JUMP_QUIET = 20
 _JUMP_HABIT = 1.5
 _JUMP_ALPHA = 0.001
-# A lag is kept within this many of its deviations' spreads of its prediction.
+# A value this many of its deviations' spreads from its prediction is wild: not kept as a lag.
+_WILD = 1000.0
+# A value further than this many spreads from its prediction is kept as a lag this far from it.
 _LAG_CLIP = 10.0
 # Per feature: the first value, the share of values not whole, the count of jumps, the event after
 # the last jump (0 for none).
@@ -132,6 +135,11 @@ def advance_autoregressive(
     deviation = np.where(follows, relative - np.where(follows, prediction, 0.0), 0.0)
     # The jump is judged on the spread before this deviation, the one the sums standardise it by.
     jump = cusum.jump_tail(scalars, deviation, follows & (fractional > 0.5))
+    # A wild value (a glitch, a sentinel) is not kept as a lag: the fit would learn from it for
+    # ~500 readings, and predict nonsense. A NaN holds its place, and the next ORDER values are
+    # neither predicted nor taught.
+    spread, known = cusum.deviation_spread(scalars)
+    wild = follows & known & (np.abs(deviation) > _WILD * spread)
     # Jumps count once per quiet spell (an incident's steps are one excursion), and are judged
     # only while they are not the stream's habit.
     habit = jumps >= _JUMP_HABIT
@@ -142,17 +150,14 @@ def advance_autoregressive(
     # incident in a count stream (a shift by a fraction of its spread) leaves it a count stream.
     weight = np.maximum(1.0 / (seen + 1.0), _SHARE_ALPHA)[:, None]
     fractional += weight * (((values != np.floor(values)) | (values < 0)) - fractional)
-    fitted.learn(fit, basis, relative, prediction, scalars, follows, _FORGET, teach=full)
+    fitted.learn(fit, basis, relative, prediction, scalars, follows, _FORGET, teach=full & ~np.isnan(lags).any(axis=-1))
     lags[..., 1:] = lags[..., :-1].copy()
-    # A lag is what the fit predicts from: a wild value (a glitch, a sentinel) kept whole would
-    # swell the fit's sums past what ~500 readings of forgetting drain, and every prediction after
-    # it would be off. It is kept within _LAG_CLIP spreads of its prediction.
-    spread, known = cusum.deviation_spread(scalars)
-    bounded = follows & known
-    expected = np.where(bounded, prediction, 0.0)
-    reach = np.where(bounded, _LAG_CLIP * spread, np.inf)
-    kept = np.where(bounded, np.clip(relative, expected - reach, expected + reach), relative)
-    lags[..., 0] = np.clip(kept, -fitted.VALUE_MAX, fitted.VALUE_MAX)
+    # A value far out but not wild (a spike) is kept within _LAG_CLIP spreads of its prediction:
+    # the next few predictions, made from it, are pulled out less.
+    reach = _LAG_CLIP * spread
+    expected = np.where(follows, prediction, 0.0)
+    kept = np.where(follows & known, np.clip(relative, expected - reach, expected + reach), relative)
+    lags[..., 0] = np.where(wild, np.nan, np.clip(kept, -fitted.VALUE_MAX, fitted.VALUE_MAX))
     chance = np.minimum(1.0, tail.min(axis=1) * 2 * features)
     jump_chance = np.minimum(1.0, jump.min(axis=1) * features)
     return chance, jump_chance, np.where(follows, first + np.where(follows, prediction, 0.0), np.nan)

@@ -41,3 +41,38 @@ def test_jumps_that_recur_become_the_streams_habit() -> None:
     assert bursts[0] < 1e-6 and bursts[1] < 1e-6
     assert all(c == 1.0 for c in bursts[2:])
     assert min(c for i, c in enumerate(chances) if i % 40 or i < 100) > 1e-5
+
+
+def predictions(values: list[float]) -> np.ndarray:
+    """Each value's prediction (NaN where the rule does not follow), one stream from a fresh memory."""
+    memory = np.zeros((1, autoregressive_size(1)))
+    out = []
+    for seen, value in enumerate(values):
+        _, _, predicted = advance_autoregressive(
+            memory, np.array([[value]]), np.array([float(seen)]), np.array([[0.0]])
+        )
+        out.append(float(predicted[0, 0]))
+    return np.array(out)
+
+
+def test_a_noiseless_square_wave_keeps_its_predictions_in_range() -> None:
+    """A square wave without noise (NAB's art_daily_perfect_square_wave: 20 for 180 readings, 80
+    for 108): its predictions are exact, so its deviations' spread all but vanishes, and each step
+    of the wave is millions of spreads. Such a value is wild and is not kept as a lag; kept within
+    10 spreads of its prediction instead, the lags followed the predictions, which ran to 1e100."""
+    values = ([20.0] * 180 + [80.0] * 108) * 14
+    predicted = predictions(values)
+    assert np.nanmax(np.abs(predicted)) <= 100.0
+    # Between the steps the rule follows the wave, and predicts it.
+    assert np.nanmax(np.abs(predicted[-60:] - 20.0)) < 1e-6
+
+
+def test_a_wild_value_does_not_bend_the_streams_predictions() -> None:
+    """A sentinel of 1e300 in a noisy plateau: its own reading is a jump, and 20 readings on the
+    predictions are back within a noise sd of the plateau."""
+    values = list(50.0 + np.random.default_rng(2).normal(0.0, 1.0, 600))
+    values[500] = 1e300
+    chances = jump_chances(values)
+    predicted = predictions(values)
+    assert chances[500] < 1e-10
+    assert np.nanmax(np.abs(predicted[520:] - 50.0)) < 2.0

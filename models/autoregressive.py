@@ -68,14 +68,11 @@ _RHO = 0.2
 _WARMUP = 10.0
 # The share of whole numbers forgets over ~100 values.
 _SHARE_ALPHA = 0.01
-# A jump whose chance is under _JUMP_EXCURSION, after _JUMP_QUIET events without one, is an
-# excursion; their count forgets over ~1,000 events, and from _JUMP_HABIT on the stream's jumps
-# are its habit, not news (NAB's cpu_utilization_asg_misconfiguration bursts every ~30 readings:
-# 57 false alerts without this).
+# A jump whose chance is under _JUMP_EXCURSION is extreme; from _JUMP_HABIT excursions on
+# (models.excursions) the stream's jumps are its habit, not news (NAB's
+# cpu_utilization_asg_misconfiguration bursts every ~30 readings: 57 false alerts without this).
 _JUMP_EXCURSION = 1e-5
-_JUMP_QUIET = 20
 _JUMP_HABIT = 1.5
-_JUMP_ALPHA = 0.001
 # A value this many of its deviations' spreads from its prediction is wild: not kept as a lag.
 _WILD = 1000.0
 # A value further than this many spreads from its prediction is kept as a lag this far from it.
@@ -132,7 +129,8 @@ def advance_autoregressive(
     basis = np.concatenate([np.ones((*relative.shape, 1)), lags], axis=-1)
     prediction = fitted.predict(fit, basis)
     follows = full & (fit[..., 0] >= _WARMUP) & np.isfinite(prediction)
-    deviation = np.where(follows, relative - np.where(follows, prediction, 0.0), 0.0)
+    expected = np.where(follows, prediction, 0.0)
+    deviation = np.where(follows, relative - expected, 0.0)
     # The jump is judged on the spread before this deviation, the one the sums standardise it by.
     jump = cusum.jump_tail(scalars, deviation, follows & (fractional > 0.5))
     # A wild value (a glitch, a sentinel) is not kept as a lag: the fit would learn from it for
@@ -143,7 +141,7 @@ def advance_autoregressive(
     # Jumps count once per quiet spell (an incident's steps are one excursion), and are judged
     # only while they are not the stream's habit.
     habit = jumps >= _JUMP_HABIT
-    advance_excursions(jumps, last_jump, jump < _JUMP_EXCURSION, seen, _JUMP_QUIET, _JUMP_ALPHA)
+    advance_excursions(jumps, last_jump, jump < _JUMP_EXCURSION, seen)
     jump = np.where(habit, 1.0, jump)
     tail = cusum.advance_deviations(scalars, deviation, follows, level_autocorrelation, _RHO)
     # The share of values that were not whole numbers (or negative), over ~the last 100: an
@@ -155,9 +153,8 @@ def advance_autoregressive(
     # A value far out but not wild (a spike) is kept within _LAG_CLIP spreads of its prediction:
     # the next few predictions, made from it, are pulled out less.
     reach = _LAG_CLIP * spread
-    expected = np.where(follows, prediction, 0.0)
     kept = np.where(follows & known, np.clip(relative, expected - reach, expected + reach), relative)
     lags[..., 0] = np.where(wild, np.nan, np.clip(kept, -fitted.VALUE_MAX, fitted.VALUE_MAX))
     chance = np.minimum(1.0, tail.min(axis=1) * 2 * features)
     jump_chance = np.minimum(1.0, jump.min(axis=1) * features)
-    return chance, jump_chance, np.where(follows, first + np.where(follows, prediction, 0.0), np.nan)
+    return chance, jump_chance, np.where(follows, first + expected, np.nan)

@@ -14,7 +14,7 @@ would shrink the residual of the reading that ends it.)
 The likelihood gate holds the rule back on streams whose residuals have heavy tails (real series:
 an extreme r is habitual there). A stream whose tail has proven light needs no such guard: a
 stream that, after TAIL_HISTORY judged events, shows fewer than TAME_EXCURSIONS *excursions* (an
-|r| over EXCURSION after _EXCURSION_QUIET events inside it) over about its last 1,000 events is
+|r| over EXCURSION after models.excursions.QUIET events inside it) over about its last 1,000 events is
 *tame*, and its residual rule ungated. Excursions are counted, not events nor their size: an
 incident is one excursion however long or large it is, so a stream with a light tail stays tame
 after it, while a heavy-tailed one keeps making new ones. (Gaussian residuals pass 5 once in
@@ -69,9 +69,8 @@ RESIDUAL_HISTORY = 50
 # The mean weighs ~the last 50 events once the stream is older than that (an exact mean before).
 _ALPHA = 0.02
 _CAP = 4.0
-# Judged events before a stream's tail is trusted. Then an |r| over EXCURSION, after
-# _EXCURSION_QUIET events under it, is an excursion; the count of excursions forgets over ~1,000
-# events, and under TAME_EXCURSIONS the stream is tame. Chosen on a development seed (9) and NAB's
+# Judged events before a stream's tail is trusted. Then an |r| over EXCURSION is extreme, and
+# under TAME_EXCURSIONS excursions (models.excursions) the stream is tame. Chosen on a development seed (9) and NAB's
 # worker alerts: |r| 4.5 to 6 and a bound of 1.5 to 3.5 trade recall on synthetic streams against
 # alerts on real ones; a count that forgets over ~500 events lets NAB's bursty series turn tame.
 TAIL_HISTORY = 50
@@ -79,8 +78,6 @@ TAIL_HISTORY = 50
 TAME_VERDICT = RESIDUAL_HISTORY + TAIL_HISTORY
 EXCURSION = 5.0
 TAME_EXCURSIONS = 2.5
-_EXCURSION_QUIET = 20
-_EXCURSION_ALPHA = 0.001
 # A tame stream with a day of 5-minute readings behind it is judged by a light-tailed law as well
 # as by the pooled calibration (whose tail holds every kind of stream's, count streams' Poisson
 # skew among them): normal, with a spread of _TAME_SPREAD (r divides by a spread estimated from
@@ -123,5 +120,5 @@ def advance_residual(memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tup
     taught = np.where(seen[:, None] > 0, np.minimum(square, _CAP * _CAP * spread), square)
     spread += weight * (taught - spread)
     # An incident is one excursion: only an |r| over EXCURSION after a quiet spell starts one.
-    advance_excursions(excursions, last, np.abs(r) > EXCURSION, seen, _EXCURSION_QUIET, _EXCURSION_ALPHA)
+    advance_excursions(excursions, last, np.abs(r) > EXCURSION, seen)
     return np.asarray(r), np.asarray(tame), law

@@ -8,16 +8,20 @@ import numpy as np
 from models.autoregressive import advance_autoregressive, autoregressive_size
 
 
-def jump_chances(values: list[float]) -> list[float]:
-    """Each value's jump chance, one stream stepped from a fresh memory."""
+def stepped(values: list[float]) -> tuple[list[float], np.ndarray]:
+    """Each value's jump chance and prediction (NaN where the rule does not follow), one stream
+    stepped from a fresh memory."""
     memory = np.zeros((1, autoregressive_size(1)))
-    chances = []
+    chances, predicted = [], []
     for seen, value in enumerate(values):
         # The level rule's autocorrelation: the values are judged by the level rule or not; the
         # jump does not depend on it.
-        _, jump, _ = advance_autoregressive(memory, np.array([[value]]), np.array([float(seen)]), np.array([[0.0]]))
+        _, jump, prediction = advance_autoregressive(
+            memory, np.array([[value]]), np.array([float(seen)]), np.array([[0.0]])
+        )
         chances.append(float(jump[0]))
-    return chances
+        predicted.append(float(prediction[0, 0]))
+    return chances, np.array(predicted)
 
 
 def test_a_jump_in_a_stream_of_whole_numbers_is_not_judged() -> None:
@@ -25,8 +29,8 @@ def test_a_jump_in_a_stream_of_whole_numbers_is_not_judged() -> None:
     (the level rule's CUSUM and the GRU judge counts). The same values off the whole numbers are
     judged, and 25.5 is a jump."""
     counts = [float(v) for v in np.random.default_rng(0).poisson(5.0, 300)] + [25.0]
-    assert max(1.0 - c for c in jump_chances(counts)) == 0.0
-    shifted = jump_chances([v + 0.5 for v in counts])
+    assert max(1.0 - c for c in stepped(counts)[0]) == 0.0
+    shifted = stepped([v + 0.5 for v in counts])[0]
     assert shifted[-1] < 1e-6
     assert min(shifted[:-1]) > 1e-5
 
@@ -36,23 +40,11 @@ def test_jumps_that_recur_become_the_streams_habit() -> None:
     stream's bursts are its habit, and the rule no longer judges them."""
     rng = np.random.default_rng(1)
     values = [50.0 + rng.normal() + (10.0 if i >= 100 and i % 40 == 0 else 0.0) for i in range(400)]
-    chances = jump_chances(values)
+    chances, _ = stepped(values)
     bursts = [chances[i] for i in range(120, 400, 40)]
     assert bursts[0] < 1e-6 and bursts[1] < 1e-6
     assert all(c == 1.0 for c in bursts[2:])
     assert min(c for i, c in enumerate(chances) if i % 40 or i < 100) > 1e-5
-
-
-def predictions(values: list[float]) -> np.ndarray:
-    """Each value's prediction (NaN where the rule does not follow), one stream from a fresh memory."""
-    memory = np.zeros((1, autoregressive_size(1)))
-    out = []
-    for seen, value in enumerate(values):
-        _, _, predicted = advance_autoregressive(
-            memory, np.array([[value]]), np.array([float(seen)]), np.array([[0.0]])
-        )
-        out.append(float(predicted[0, 0]))
-    return np.array(out)
 
 
 def test_a_noiseless_square_wave_keeps_its_predictions_in_range() -> None:
@@ -61,7 +53,7 @@ def test_a_noiseless_square_wave_keeps_its_predictions_in_range() -> None:
     of the wave is millions of spreads. Such a value is wild and is not kept as a lag; kept within
     10 spreads of its prediction instead, the lags followed the predictions, which ran to 1e100."""
     values = ([20.0] * 180 + [80.0] * 108) * 14
-    predicted = predictions(values)
+    _, predicted = stepped(values)
     assert np.nanmax(np.abs(predicted)) <= 100.0
     # Between the steps the rule follows the wave, and predicts it.
     assert np.nanmax(np.abs(predicted[-60:] - 20.0)) < 1e-6
@@ -72,7 +64,6 @@ def test_a_wild_value_does_not_bend_the_streams_predictions() -> None:
     predictions are back within a noise sd of the plateau."""
     values = list(50.0 + np.random.default_rng(2).normal(0.0, 1.0, 600))
     values[500] = 1e300
-    chances = jump_chances(values)
-    predicted = predictions(values)
+    chances, predicted = stepped(values)
     assert chances[500] < 1e-10
     assert np.nanmax(np.abs(predicted[520:] - 50.0)) < 2.0

@@ -35,6 +35,7 @@ class GenericGenerator(StreamGenerator):
         # A count stream's spread is its Poisson spread (√mean, at the mean rate of its daily
         # cycle), not ``noise``: an anomaly sized against ``noise`` could sit inside it.
         count_sd = 1000 * math.sqrt(1.5 * max(0.5, level / 1000)) if level >= 1000 else math.sqrt(max(level, 0.75))
+        count_unit = 1000.0 if level >= 1000 else 1.0  # a count of thousands is counted in thousands
         amplitude = level * float(normal.uniform(0.1, 0.6))
         period_ms = 300_000 if normal.random() < 0.6 else 3_600_000
         ts = self.start_ms + int(normal.uniform(0, period_ms))
@@ -51,7 +52,11 @@ class GenericGenerator(StreamGenerator):
                 value = level + amplitude * wander + float(normal.normal(0, noise))
             elif shape == "counts":
                 rate = max(0.5, level / 1000) * (1.5 + math.sin(2 * math.pi * daily_phase(ts) / 24))
-                value = float(normal.poisson(rate)) * 1000 if level >= 1000 else float(normal.poisson(max(rate, level)))
+                value = (
+                    float(normal.poisson(rate)) * count_unit
+                    if level >= 1000
+                    else float(normal.poisson(max(rate, level)))
+                )
             else:
                 value = level + float(normal.normal(0, noise))
             anomaly = None
@@ -88,7 +93,10 @@ class GenericGenerator(StreamGenerator):
                     value += magnitude * spread * (length - left + 1) / length
                 anomaly = kind
                 active = None if left <= 1 else (kind, left - 1, length, magnitude)
-            value = max(value, 0.0) if shape == "counts" else value
+            if shape == "counts":
+                # An anomaly keeps a count a count: whole, in the stream's unit, never negative (a
+                # fraction would be a tell no real count gives).
+                value = max(round(value / count_unit) * count_unit, 0.0)
             last = round(value, 4)
             yield Generated(ts, {"value": last}, anomaly, incident if anomaly else 0)
             gap = period_ms * (4 if normal.random() < 0.005 else 1)

@@ -76,13 +76,20 @@ def test_labels_mark_exactly_the_injected_events(cls: type[StreamGenerator]) -> 
         # Unlabelled events are exactly the anomaly-free ones; no normal event moved or vanished.
         assert normal == sorted((ts, v) for ts, v in baseline.items() if ts not in labelled_ts)
         assert set(baseline) <= {e["ts"] for e in stream}
+        changed: dict[int, bool] = {}  # incident → whether any of its events differs from normal
         for event in stream:
             if event["label"] == 1:
                 labelled += 1
-                assert baseline.get(event["ts"]) != event["values"], "a labelled event must differ from normal"
+                same = baseline.get(event["ts"]) == event["values"]
+                # Only a count can round back to its normal reading (a variance burst's small draw, a
+                # drift's first step): every other labelled event differs from normal.
+                assert not same or all(v == round(v) for v in event["values"].values()), "a labelled event must differ"
+                incident = event["meta"]["incident"]
+                changed[incident] = changed.get(incident, False) or not same
                 assert event["meta"]["anomaly"] in cls.anomaly_types
             else:
                 assert "meta" not in event
+        assert all(changed.values()), "every incident changes some reading"
     assert labelled > 0
     assert all(e["label"] == 0 for e in clean)
 
@@ -158,3 +165,21 @@ def test_count_anomalies_are_sized_against_the_poisson_spread() -> None:
             checked += 1
             assert values[start:end].mean() - values[start - 20 : start].mean() > 2 * spread
     assert checked >= 10
+
+
+def test_count_anomalies_stay_counts() -> None:
+    """An anomaly in a count stream is itself a count (whole, in the stream's unit, not negative):
+    a fraction would give it away to a detector that merely checks for whole numbers."""
+    events = list(GenericGenerator(keys=60, seed=4, anomaly_rate=0.01).events(24000))
+    checked = 0
+    for stream in by_key(events).values():
+        values = np.array([e["values"]["value"] for e in stream])
+        labels = np.array([e["label"] for e in stream])
+        normal = values[labels == 0]
+        if not labels.any() or not np.all(normal == np.round(normal)) or np.all(normal == normal[0]):
+            continue
+        unit = 1000 if np.all(normal % 1000 == 0) else 1
+        anomalous = values[labels == 1]
+        checked += len(anomalous)
+        assert np.all(anomalous % unit == 0) and np.all(anomalous >= 0)
+    assert checked >= 50

@@ -132,11 +132,11 @@ def advance_autoregressive(
     expected = np.where(follows, prediction, 0.0)
     deviation = np.where(follows, relative - expected, 0.0)
     # The jump is judged on the spread before this deviation, the one the sums standardise it by.
-    jump = cusum.jump_tail(scalars, deviation, follows & (fractional > 0.5))
+    spread, known = cusum.deviation_spread(scalars)
+    jump = cusum.jump_tail(scalars, deviation, follows & (fractional > 0.5), (spread, known))
     # A wild value (a glitch, a sentinel) is not kept as a lag: the fit would learn from it for
     # ~500 readings, and predict nonsense. A NaN holds its place, and the next ORDER values are
     # neither predicted nor taught.
-    spread, known = cusum.deviation_spread(scalars)
     wild = follows & known & (np.abs(deviation) > _WILD * spread)
     # Jumps count once per quiet spell (an incident's steps are one excursion), and are judged
     # only while they are not the stream's habit.

@@ -12,9 +12,9 @@ tail of a sum is P(S > s) ≈ exp(-2 · K · s) (``tail``).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from models.tails import normal_tail
 
 __all__ = [
     "CAP",
@@ -115,13 +115,19 @@ def advance_deviations(
     return chance
 
 
-def jump_tail(scalars: np.ndarray, deviation: np.ndarray, judged: np.ndarray) -> np.ndarray:
+def jump_tail(
+    scalars: np.ndarray,
+    deviation: np.ndarray,
+    judged: np.ndarray,
+    spread: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """The two-sided normal tail of each deviation (B, features; where ``judged`` and the spread
     is known, 1 elsewhere) against its deviations' spread so far (call it before
-    ``advance_deviations`` learns the deviation). A spread estimated from n deviations makes the
-    ratio a Student's t with n degrees of freedom, heavier-tailed than the normal while n is
-    small: it is taken to its normal deviate first (Wallace, 1959: within ~1 % of the exact
-    quantile in the tail). At most _SPREAD_DOF degrees of freedom count.
+    ``advance_deviations`` learns the deviation; ``spread``: ``deviation_spread(scalars)``, if the
+    caller has it already). A spread estimated from n deviations makes the ratio a Student's t
+    with n degrees of freedom, heavier-tailed than the normal while n is small: it is taken to its
+    normal deviate first (Wallace, 1959: within ~1 % of the exact quantile in the tail). At most
+    _SPREAD_DOF degrees of freedom count.
 
     >>> scalars = np.zeros((2, 1, DEVIATION_SCALARS))
     >>> scalars[:, 0, 0], scalars[:, 0, 1] = 1.0, [10, 1000]  # unit spread, from 10 and 1,000 deviations
@@ -131,17 +137,13 @@ def jump_tail(scalars: np.ndarray, deviation: np.ndarray, judged: np.ndarray) ->
     (Student's t gives 5.4e-4 and 5.3e-6 for 10 and 60 degrees of freedom, the most it counts;
     the normal law 5.7e-7.)
     """
-    spread, known = deviation_spread(scalars)
+    sd, known = deviation_spread(scalars) if spread is None else spread
     standing = judged & known
     with np.errstate(over="ignore"):  # a wild value's ratio: past 1e100 its chance is 0 all the same
-        ratio = np.minimum(np.where(standing, np.abs(deviation) / spread, 0.0), 1e100)
+        ratio = np.minimum(np.where(standing, np.abs(deviation) / sd, 0.0), 1e100)
     dof = np.minimum(np.maximum(scalars[..., 1], 1.0), _SPREAD_DOF)
     normal = np.sqrt(dof * np.log1p(ratio * ratio / dof)) * (8.0 * dof + 1.0) / (8.0 * dof + 3.0)
-    chance = np.ones(normal.shape)
-    # erfc one value at a time, where it can matter (a chance under 0.003): rare on the hot path.
-    for at in zip(*np.nonzero(normal > 3.0), strict=True):
-        chance[at] = math.erfc(normal[at] / math.sqrt(2.0))
-    return chance
+    return normal_tail(normal)
 
 
 def deviation_spread(scalars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

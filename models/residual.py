@@ -47,11 +47,10 @@ True
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from models.excursions import advance_excursions
+from models.tails import normal_tail
 
 __all__ = [
     "EXCURSION",
@@ -107,13 +106,10 @@ def advance_residual(memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tup
     judged = seen >= RESIDUAL_HISTORY
     r = np.where(judged[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
     tame = (seen >= TAME_VERDICT) & np.all(excursions < TAME_EXCURSIONS, axis=1)
-    # Two-sided normal tail of the largest |r|, times the number of features; only past 3 spreads
-    # (a chance under 0.003, where it can matter), so the worker's batches rarely pay for erfc.
-    law = np.ones(len(z))
-    largest = np.abs(r).max(axis=1) / _TAME_SPREAD
-    judged_by_law = np.flatnonzero(tame & (seen >= TAME_LAW_HISTORY) & (largest > 3.0))
-    for i in judged_by_law:
-        law[i] = min(1.0, math.erfc(largest[i] / math.sqrt(2.0)) * features)
+    # Two-sided normal tail of the largest |r|, times the number of features.
+    by_law = tame & (seen >= TAME_LAW_HISTORY)
+    largest = np.where(by_law, np.abs(r).max(axis=1) / _TAME_SPREAD, 0.0)
+    law = np.minimum(1.0, normal_tail(largest) * features)
     square = z * z
     weight = np.maximum(1.0 / (seen + 1.0), _ALPHA)[:, None]
     # A stream's first reading has no spread to be capped against: it is taken whole.

@@ -116,28 +116,26 @@ def advance_deviations(
 
 
 def jump_tail(
-    scalars: np.ndarray,
-    deviation: np.ndarray,
-    judged: np.ndarray,
-    spread: tuple[np.ndarray, np.ndarray] | None = None,
+    scalars: np.ndarray, deviation: np.ndarray, judged: np.ndarray, spread: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:
     """The two-sided normal tail of each deviation (B, features; where ``judged`` and the spread
-    is known, 1 elsewhere) against its deviations' spread so far (call it before
-    ``advance_deviations`` learns the deviation; ``spread``: ``deviation_spread(scalars)``, if the
-    caller has it already). A spread estimated from n deviations makes the ratio a Student's t
-    with n degrees of freedom, heavier-tailed than the normal while n is small: it is taken to its
-    normal deviate first (Wallace, 1959: within ~1 % of the exact quantile in the tail). At most
-    _SPREAD_DOF degrees of freedom count.
+    is known, 1 elsewhere) against its deviations' spread so far, ``spread`` (what
+    ``deviation_spread(scalars)`` gives before ``advance_deviations`` learns the deviation). A
+    spread estimated from n deviations makes the ratio a Student's t with n degrees of freedom,
+    heavier-tailed than the normal while n is small: it is taken to its normal deviate first
+    (Wallace, 1959: within ~1 % of the exact quantile in the tail). At most _SPREAD_DOF degrees of
+    freedom count.
 
     >>> scalars = np.zeros((2, 1, DEVIATION_SCALARS))
     >>> scalars[:, 0, 0], scalars[:, 0, 1] = 1.0, [10, 1000]  # unit spread, from 10 and 1,000 deviations
-    >>> [f"{p:.1e}" for p in jump_tail(scalars, np.full((2, 1), 5.0), np.ones((2, 1), bool))[:, 0]]
+    >>> chances = jump_tail(scalars, np.full((2, 1), 5.0), np.ones((2, 1), bool), deviation_spread(scalars))
+    >>> [f"{p:.1e}" for p in chances[:, 0]]
     ['5.5e-04', '5.3e-06']
 
     (Student's t gives 5.4e-4 and 5.3e-6 for 10 and 60 degrees of freedom, the most it counts;
     the normal law 5.7e-7.)
     """
-    sd, known = deviation_spread(scalars) if spread is None else spread
+    sd, known = spread
     standing = judged & known
     with np.errstate(over="ignore"):  # a wild value's ratio: past 1e100 its chance is 0 all the same
         ratio = np.minimum(np.where(standing, np.abs(deviation) / sd, 0.0), 1e100)

@@ -52,11 +52,7 @@ class GenericGenerator(StreamGenerator):
                 value = level + amplitude * wander + float(normal.normal(0, noise))
             elif shape == "counts":
                 rate = max(0.5, level / 1000) * (1.5 + math.sin(2 * math.pi * daily_phase(ts) / 24))
-                value = (
-                    float(normal.poisson(rate)) * count_unit
-                    if level >= 1000
-                    else float(normal.poisson(max(rate, level)))
-                )
+                value = float(normal.poisson(rate)) * 1000 if level >= 1000 else float(normal.poisson(max(rate, level)))
             else:
                 value = level + float(normal.normal(0, noise))
             anomaly = None

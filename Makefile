@@ -75,8 +75,9 @@ WIDE_KINDS := generic
 # next: the time gap left the score, every calibration refitted; generic 5: spells of zeros keep
 # their own repeat counts, two more floats a value; generic 6: the seasonal rule's days; generic 7: a
 # stream's first five values, kept to drop a sentinel among them; generic 10: whether a stream has shown a
-# value that is not a whole number; generic 11: retrained on count anomalies that stay counts).
-MODEL_VERSIONS := network=2 financial=2 sensor=2 generic=11
+# value that is not a whole number; generic 11: retrained on count anomalies that stay counts;
+# sensor 3: the coupling rule's mean and covariance).
+MODEL_VERSIONS := network=2 financial=2 sensor=3 generic=11
 models: setup
 	@mkdir -p .gruwatch/training
 	@for kind in $(SHIPPED_KINDS); do \

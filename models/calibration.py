@@ -11,7 +11,8 @@ little surprising and no single one alarming. Both wait for the stream's warm-up
 from a kind's per-stream memory, where its spec keeps them: the likelihood gate holds either back
 when the stream's own history does not find it unusual (unless the stream is tame, its residuals
 light-tailed, and the event well under the rate), the stuck rule flags an improbable
-run of repeats, and the level rule a level that has moved in a stream of independent noise.
+run of repeats, the level rule a level that has moved in a stream of independent noise, and
+the coupling rule a feature broken away from the others it moves with.
 Episodes turn runs of anomalous events into one alert: open → (update) → resolve after
 ``cooldown`` quiet events.
 
@@ -49,10 +50,11 @@ SEVERITY_NAMES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 EPISODE_NAMES: tuple[Literal["open", "update", "resolve"], ...] = ("open", "update", "resolve")
 # Why an event is anomalous: its score (or one feature's term), a sustained lift of the recent
 # scores, a run of repeats the stream's own repeat rate makes improbable (FeatureSpec.stuck_rule),
-# a shift of level in a stream of independent noise (FeatureSpec.level_rule), or a residual
-# large against the stream's own residuals (FeatureSpec.residual_rule).
-Rule = Literal["score", "sustained", "stuck", "level", "residual"]
-RULE_NAMES: tuple[Rule, ...] = ("score", "sustained", "stuck", "level", "residual")
+# a shift of level in a stream of independent noise (FeatureSpec.level_rule), a residual
+# large against the stream's own residuals (FeatureSpec.residual_rule), or a feature broken away
+# from the others it moves with (FeatureSpec.coupling_rule).
+Rule = Literal["score", "sustained", "stuck", "level", "residual", "coupling"]
+RULE_NAMES: tuple[Rule, ...] = ("score", "sustained", "stuck", "level", "residual", "coupling")
 _LEVELS = np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2.5, -4, 4), [1.0]])
 # The per-stream mean score adapts this fast (an exponentially weighted mean over ~200 events).
 _STREAM_ALPHA = 0.005
@@ -63,6 +65,8 @@ _RECENT_ALPHA = 0.2
 _SUSTAIN_SHARE = 0.05
 # The level rule's share: its sums stay high for the length of a shift, so each flags many events.
 _LEVEL_SHARE = 0.1
+# The coupling rule's share: a broken relation lasts as long as its incident, as a shift does.
+_COUPLING_SHARE = 0.1
 # On a tame stream (models.residual: its residuals have proven light-tailed) the calibration's
 # rate holds, so the gate need not hold back an event the calibration finds this far under it.
 # Chosen on a development seed (9): at 1 (no margin) its short streams' alert precision fell from
@@ -245,6 +249,7 @@ class Calibration:
         level: float = 1.0,
         residual: float = 1.0,
         residual_tame: bool = False,
+        coupling: float = 1.0,
     ) -> Decision:
         """Advance a stream's episode with a calibrated score (mutates ``state``). ``stuck``: the
         chance of the run of repeats this event extends (FeatureSpec.stuck_probabilities);
@@ -253,7 +258,8 @@ class Calibration:
         ``level``: the tail of its stream's level-shift sums (FeatureSpec.level_probabilities);
         ``residual``: the chance of its residual against its stream's own (residual_probabilities),
         gated like the score unless ``residual_tame`` (its stream's residual tail has proven light,
-        models.residual; then a score or lift under _TAME_SHARE of the rate passes the gate too)."""
+        models.residual; then a score or lift under _TAME_SHARE of the rate passes the gate too);
+        ``coupling``: the chance of its features' relation to each other (models.coupling)."""
         warm = state.count >= self.warmup
         rule: Rule = "score"
         if warm and math.isfinite(self.sustain_h) and probability >= self.far:
@@ -273,6 +279,8 @@ class Calibration:
             probability, rule = stuck, "stuck"
         if level / _LEVEL_SHARE < probability:
             probability, rule = level / _LEVEL_SHARE, "level"
+        if coupling / _COUPLING_SHARE < probability:
+            probability, rule = coupling / _COUPLING_SHARE, "coupling"
         anomalous = warm and probability < self.far
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
@@ -306,6 +314,7 @@ class Calibration:
         level: np.ndarray | None = None,
         residual: np.ndarray | None = None,
         residual_tame: np.ndarray | None = None,
+        coupling: np.ndarray | None = None,
     ) -> BatchDecision:
         """``advance`` for one event of each of several different streams, in arrays (mutates
         ``state``). The same arithmetic, element by element, as the scalar path."""
@@ -337,6 +346,9 @@ class Calibration:
         level = np.ones(scores.shape) if level is None else level / _LEVEL_SHARE
         by_level = level < probability
         probability = np.where(by_level, level, probability)
+        coupling = np.ones(scores.shape) if coupling is None else coupling / _COUPLING_SHARE
+        by_coupling = coupling < probability
+        probability = np.where(by_coupling, coupling, probability)
         anomalous = warm & (probability < self.far)
         # _track
         state.count += 1
@@ -358,8 +370,9 @@ class Calibration:
         state.peak = np.where(resolves, 1.0, state.peak)
         episode = np.select([opens, updates, resolves], [0, 1, 2], default=-1)
         rule = np.select(
-            [by_level, by_stuck, by_residual, sustained],
+            [by_coupling, by_level, by_stuck, by_residual, sustained],
             [
+                RULE_NAMES.index("coupling"),
                 RULE_NAMES.index("level"),
                 RULE_NAMES.index("stuck"),
                 RULE_NAMES.index("residual"),

@@ -18,6 +18,7 @@ import numpy as np
 
 from models.autoregressive import advance_autoregressive
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
+from models.coupling import advance_coupling
 from models.features import FeatureSpec, latest_before
 from models.likelihood import AnomalyLikelihood, advance_gate
 from models.residual import TAME_VERDICT, advance_residual
@@ -151,6 +152,11 @@ class BatchScores:
     # stream's last values (models.autoregressive), the rarer rule's; NaN while neither has one;
     # no columns when both rules are off.
     usual: np.ndarray
+    # Per event and feature, its residual against the value its stream's other features expect
+    # (the coupling rule, models.coupling: 0 while the stream is young; no columns when the rule
+    # is off), and per event the chance of the largest (1: none).
+    coupled: np.ndarray
+    coupling: np.ndarray
 
     @classmethod
     def of(
@@ -195,6 +201,8 @@ class BatchScores:
             tame,
             np.ones(len(score)),
             np.zeros((len(score), 0)),
+            np.zeros((len(score), 0)),
+            np.ones(len(score)),
         )
 
     @property
@@ -218,6 +226,8 @@ class BatchScores:
                 self.scale[i],
                 self.stream_z[i],
                 self.usual[i],
+                self.coupled[i],
+                lead_coupled=decision.rule == "coupling",
             )
         return Scored(
             float(self.score[i]),
@@ -353,7 +363,9 @@ class Detector:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
         if level_ac is not None:
             out.usual = np.full((len(ts), len(spec.names)), np.nan)
-        if spec.residual_rule or spec.likelihood_gate or level_ac is not None:
+        if spec.coupling_rule:
+            out.coupled = np.zeros((len(ts), len(spec.names)))
+        if spec.residual_rule or spec.likelihood_gate or level_ac is not None or spec.coupling_rule:
             # What they say of an event depends on the stream's earlier events: wave by wave.
             n = len(spec.names)
             for wave, index in enumerate(waves):
@@ -371,6 +383,10 @@ class Detector:
                         memory, targets[index, :n], ts[index], count, level_ac[index], out.residual_tame[index]
                     )
                     out.level[index] = np.minimum(out.level[index], chance)
+                if spec.coupling_rule:
+                    out.coupled[index], out.coupling[index] = advance_coupling(
+                        memory[:, spec.coupling_slice], targets[index, :n]
+                    )
 
         chances = self._chances(out)
         by_term, by_residual = chances
@@ -404,6 +420,7 @@ class Detector:
                     out.level[index],
                     None if by_residual is None else by_residual[index],
                     out.residual_tame[index],
+                    out.coupling[index],
                 ),
             )
             batch.episode.put(rows, episode)
@@ -570,6 +587,12 @@ class Detector:
                     row, values[at], ts[at], state.norm[:1] + i, level_ac[at], out.residual_tame[at]
                 )
                 out.level[at] = np.minimum(out.level[at], chance)
+        if self.spec.coupling_rule:  # what it says of an event depends on the stream's earlier events
+            values = targets[:, : len(self.spec.names)]
+            out.coupled = np.zeros(values.shape)
+            for i in range(len(events)):
+                at = slice(i, i + 1)
+                out.coupled[at], out.coupling[at] = advance_coupling(row[:, self.spec.coupling_slice], values[at])
         return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
@@ -605,6 +628,7 @@ class Detector:
                     float(out.level[i]),
                     1.0 if by_residual is None else float(by_residual[i]),
                     bool(out.residual_tame[i]),
+                    float(out.coupling[i]),
                 )
             )
         return decisions
@@ -620,14 +644,23 @@ class Detector:
         scale: np.ndarray | None = None,
         stream_z: np.ndarray | None = None,
         usual: np.ndarray | None = None,
+        coupled: np.ndarray | None = None,
+        lead_coupled: bool = False,
     ) -> list[dict[str, Any]]:
         """The targets that cost the most likelihood: actual and expected (raw units) and z (the
         residual whitened by the predicted covariance: given the features before it); with the
         residual rule, a feature's ``z_stream`` too (that residual against its stream's own); with
-        the seasonal rule, its ``usual`` value at that time of day, once its stream has one."""
+        the seasonal rule, its ``usual`` value at that time of day, once its stream has one; with
+        the coupling rule, its ``z_coupling`` (its residual against what the stream's other
+        features expect), and with ``lead_coupled`` (the rule flagged it) the features that broke
+        away most come first."""
         expected = self.spec.denormalise(mean.astype(np.float64), center, scale)
         actual = self.spec.denormalise(y, center, scale)
-        order = np.argsort(-terms)[:TOP_FEATURES]
+        coupled = np.zeros(0) if coupled is None else coupled
+        if lead_coupled and len(coupled):
+            order = np.argsort(-np.abs(coupled))[:TOP_FEATURES]
+        else:
+            order = np.argsort(-terms)[:TOP_FEATURES]
         names = self.spec.target_names
         stream_z = np.zeros(0) if stream_z is None else stream_z
         usual = self.spec.untransform(usual) if usual is not None and len(usual) else np.zeros(0)
@@ -643,5 +676,7 @@ class Detector:
                 item["z_stream"] = round(float(stream_z[j]), 2)
             if j < len(usual) and math.isfinite(usual[j]):
                 item["usual"] = round(float(usual[j]), 4)
+            if j < len(coupled) and coupled[j]:
+                item["z_coupling"] = round(float(coupled[j]), 2)
             out.append(item)
         return out

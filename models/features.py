@@ -21,6 +21,7 @@ import numpy as np
 
 from models import cusum
 from models.autoregressive import autoregressive_size
+from models.coupling import coupling_size
 from models.likelihood import gate_size
 from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
@@ -173,6 +174,13 @@ class FeatureSpec:
     # silent and the GRU's residuals are autocorrelated. Heeded, advanced and placed as the
     # seasonal rule is, with the same needs. Costs 25 floats per feature of stream state.
     autoregressive_rule: bool = False
+    # A decision rule for a feature that breaks away from the others it moves with
+    # (models.coupling): a channel drifting off its siblings, or following their load inverted,
+    # which the GRU predicts from the channel's own recent values and so follows step by step.
+    # For kinds whose features share a driver (a machine's load). The detector advances it after
+    # each step; the spec only keeps its place in the memory. Costs 1 + n + n² floats of stream
+    # state for n features.
+    coupling_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)
     std: list[float] = field(default_factory=list)
 
@@ -286,9 +294,10 @@ class FeatureSpec:
         CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then the residual
         rule's spreads, excursion counts and last excursions (residual_rule), then the seasonal
         rule's days (seasonal_rule), then the autoregressive rule's fits (autoregressive_rule), then
-        the likelihood gate's statistics (likelihood_gate)."""
+        the coupling rule's mean and covariance (coupling_rule), then the likelihood gate's
+        statistics (likelihood_gate)."""
         n = len(self.names)
-        return self.autoregressive_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
+        return self.coupling_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
 
     @property
     def _runs_end(self) -> int:
@@ -338,6 +347,12 @@ class FeatureSpec:
         return slice(start, start + (autoregressive_size(len(self.names)) if self.autoregressive_rule else 0))
 
     @property
+    def coupling_slice(self) -> slice:
+        """Where the coupling rule's memory sits in a stream's memory (empty when off)."""
+        start = self.autoregressive_slice.stop
+        return slice(start, start + (coupling_size(len(self.names)) if self.coupling_rule else 0))
+
+    @property
     def single_slice(self) -> slice:
         """The part of a stream's memory that holds float32 values only (the seasonal rule's hourly
         means and counts; empty when the rule is off): a stored state keeps it as float32."""
@@ -364,7 +379,7 @@ class FeatureSpec:
         Returns the normalised targets, the centre and scale used (for turning predictions back
         into raw units) and the streams' updated statistics.
         """
-        if not (self.level_rule or self.residual_rule or self.likelihood_gate):
+        if not (self.level_rule or self.residual_rule or self.likelihood_gate or self.coupling_rule):
             return self._normalise_runs(targets, norms)
         y, center, scale, runs = self._normalise_runs(targets, norms[:, : self._runs_end])
         memory = [runs]
@@ -620,6 +635,7 @@ DEFAULT_SPECS: dict[str, FeatureSpec] = {
         calendar=True,
         stuck_targets=True,
         flag_log_scale_min=FLAG_LOG_SCALE_MIN,
+        coupling_rule=True,
     ),
 }
 

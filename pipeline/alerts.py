@@ -41,7 +41,8 @@ def build_alert(
         # may be below it; "stuck": a value repeated longer than the stream's own repeat rate makes
         # plausible; "level": a stream of noise about a level moved off it; "residual": a value far
         # from the expected one for its stream, steadier than the model's spread says (all three:
-        # the generic kind).
+        # the generic kind); "coupling": a feature broken away from the others it moves with
+        # (a sensor channel drifting off its siblings).
         "rule": result.rule,
         "model": detector.ident,
         "explanation": result.explanation or [],

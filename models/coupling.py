@@ -20,7 +20,7 @@ Memory per stream: the events seen, the mean (n) and the covariance (n × n).
 >>> rng = np.random.default_rng(0)
 >>> memory = np.zeros((1, coupling_size(2)))
 >>> def step(a, b):
-...     r, chance = advance_coupling(memory, np.array([[a, b]]))
+...     r, chance, _ = advance_coupling(memory, np.array([[a, b]]))
 ...     return r[0], float(chance[0])
 >>> load = np.sin(np.arange(300) / 20)
 >>> quiet = [step(2 * v + 0.1 * rng.normal(), 3 * v + 0.1 * rng.normal()) for v in load]
@@ -59,12 +59,12 @@ def coupling_size(features: int) -> int:
     return 1 + features + features * features
 
 
-def advance_coupling(memory: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def advance_coupling(memory: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One event for each of several streams: ``memory`` (B, coupling_size) is updated in place
     with the transformed ``values`` (B, features). Returns each feature's residual against the
-    value the stream's other features expect, r (B, features; 0 while the stream is young), and
-    the chance of the largest |r| under a normal law of spread _SPREAD, times the number of
-    features (B; 1 while young)."""
+    value the stream's other features expect, r (B, features; 0 while the stream is young), the
+    chance of the largest |r| under a normal law of spread _SPREAD, times the number of features
+    (B; 1 while young), and those expected values (B, features; NaN while young)."""
     values = np.asarray(values, dtype=np.float64)
     size, n = values.shape
     seen = memory[:, 0]  # a view: in place
@@ -73,12 +73,15 @@ def advance_coupling(memory: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
     judged = seen >= COUPLING_HISTORY
     deviation = values - mean
     r = np.zeros((size, n))
+    expected = np.full((size, n), np.nan)
     if judged.any():
         # A floor on each variance keeps the inverse finite for a feature that has been constant.
         floor = 1e-12 * (1.0 + np.square(mean[judged]))
         precision = np.linalg.inv(cov[judged] + floor[:, :, None] * np.eye(n))
         pulled = np.einsum("bij,bj->bi", precision, deviation[judged])
-        r[judged] = pulled / np.sqrt(np.diagonal(precision, axis1=1, axis2=2))
+        diagonal = np.diagonal(precision, axis1=1, axis2=2)
+        r[judged] = pulled / np.sqrt(diagonal)
+        expected[judged] = values[judged] - pulled / diagonal
     largest = np.abs(r).max(axis=1)
     chance = np.where(judged, np.minimum(1.0, normal_tail(largest / _SPREAD) * n), 1.0)
     # Shrunk, an incident cannot teach the stream its own spread; a lasting change is learned in time.
@@ -89,4 +92,4 @@ def advance_coupling(memory: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
         (1.0 - weight[:, :, None]) * (cov + weight[:, :, None] * step[:, :, None] * step[:, None, :])
     ).reshape(size, n * n)
     seen += 1.0
-    return r, chance
+    return r, chance, expected

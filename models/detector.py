@@ -153,9 +153,10 @@ class BatchScores:
     # no columns when both rules are off.
     usual: np.ndarray
     # Per event and feature, its residual against the value its stream's other features expect
-    # (the coupling rule, models.coupling: 0 while the stream is young; no columns when the rule
-    # is off), and per event the chance of the largest (1: none).
+    # and that value (the coupling rule, models.coupling: 0 and NaN while the stream is young; no
+    # columns when the rule is off), and per event the chance of the largest residual (1: none).
     coupled: np.ndarray
+    coupled_usual: np.ndarray
     coupling: np.ndarray
 
     @classmethod
@@ -202,6 +203,7 @@ class BatchScores:
             np.ones(len(score)),
             np.zeros((len(score), 0)),
             np.zeros((len(score), 0)),
+            np.zeros((len(score), 0)),
             np.ones(len(score)),
         )
 
@@ -227,6 +229,7 @@ class BatchScores:
                 self.stream_z[i],
                 self.usual[i],
                 self.coupled[i],
+                self.coupled_usual[i],
                 lead_coupled=decision.rule == "coupling",
             )
         return Scored(
@@ -365,6 +368,7 @@ class Detector:
             out.usual = np.full((len(ts), len(spec.names)), np.nan)
         if spec.coupling_rule:
             out.coupled = np.zeros((len(ts), len(spec.names)))
+            out.coupled_usual = np.full((len(ts), len(spec.names)), np.nan)
         if spec.residual_rule or spec.likelihood_gate or level_ac is not None or spec.coupling_rule:
             # What they say of an event depends on the stream's earlier events: wave by wave.
             n = len(spec.names)
@@ -384,7 +388,7 @@ class Detector:
                     )
                     out.level[index] = np.minimum(out.level[index], chance)
                 if spec.coupling_rule:
-                    out.coupled[index], out.coupling[index] = advance_coupling(
+                    out.coupled[index], out.coupling[index], out.coupled_usual[index] = advance_coupling(
                         memory[:, spec.coupling_slice], targets[index, :n]
                     )
 
@@ -589,10 +593,12 @@ class Detector:
                 out.level[at] = np.minimum(out.level[at], chance)
         if self.spec.coupling_rule:  # what it says of an event depends on the stream's earlier events
             values = targets[:, : len(self.spec.names)]
-            out.coupled = np.zeros(values.shape)
+            out.coupled, out.coupled_usual = np.zeros(values.shape), np.full(values.shape, np.nan)
             for i in range(len(events)):
                 at = slice(i, i + 1)
-                out.coupled[at], out.coupling[at] = advance_coupling(row[:, self.spec.coupling_slice], values[at])
+                out.coupled[at], out.coupling[at], out.coupled_usual[at] = advance_coupling(
+                    row[:, self.spec.coupling_slice], values[at]
+                )
         return out, h_last, last
 
     def _decide_sequence(self, out: BatchScores, episode: EpisodeState) -> list[Scored]:
@@ -645,6 +651,7 @@ class Detector:
         stream_z: np.ndarray | None = None,
         usual: np.ndarray | None = None,
         coupled: np.ndarray | None = None,
+        coupled_usual: np.ndarray | None = None,
         lead_coupled: bool = False,
     ) -> list[dict[str, Any]]:
         """The targets that cost the most likelihood: actual and expected (raw units) and z (the
@@ -652,11 +659,12 @@ class Detector:
         residual rule, a feature's ``z_stream`` too (that residual against its stream's own); with
         the seasonal rule, its ``usual`` value at that time of day, once its stream has one; with
         the coupling rule, its ``z_coupling`` (its residual against what the stream's other
-        features expect), and with ``lead_coupled`` (the rule flagged it) the features that broke
-        away most come first."""
+        features expect) and ``expected_by_others`` (that value), and with ``lead_coupled`` (the
+        rule flagged it) the features that broke away most come first."""
         expected = self.spec.denormalise(mean.astype(np.float64), center, scale)
         actual = self.spec.denormalise(y, center, scale)
         coupled = np.zeros(0) if coupled is None else coupled
+        by_others = self.spec.untransform(coupled_usual) if coupled_usual is not None and len(coupled) else np.zeros(0)
         if lead_coupled and len(coupled):
             order = np.argsort(-np.abs(coupled))[:TOP_FEATURES]
         else:
@@ -678,5 +686,6 @@ class Detector:
                 item["usual"] = round(float(usual[j]), 4)
             if j < len(coupled) and coupled[j]:
                 item["z_coupling"] = round(float(coupled[j]), 2)
+                item["expected_by_others"] = round(float(by_others[j]), 4)
             out.append(item)
         return out

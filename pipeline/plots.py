@@ -1,7 +1,7 @@
 """Timelines as PNG: a stream's values (the feature its alerts name most, with its usual value at
-that hour where the alert gives one) above its score, the threshold, labelled incidents and
-alerts. Alerts by the stuck, level and residual rules come at ordinary scores: the values panel
-is where they show."""
+that hour, or the value its other features expect, where the alert gives one) above its score,
+the threshold, labelled incidents and alerts. Alerts by the stuck, level, residual and coupling
+rules come at ordinary scores: the values panel is where they show."""
 
 from __future__ import annotations
 
@@ -67,16 +67,30 @@ def _plot_values(ax: Axes, times: Sequence[float], events: Sequence[Event], resu
     _scatter(ax, labelled, s=8, color="#ff7f0e", zorder=2, label="labelled anomaly")
     alerts = [(t, v) for t, v, r in zip(times, values, results, strict=True) if r.alert]
     _scatter(ax, alerts, marker="v", s=60, color="#d62728", zorder=3, label="alert")
-    usual = [
-        (t, item["usual"])
+    _scatter(
+        ax,
+        _explained(times, results, feature, "usual"),
+        marker="_",
+        s=120,
+        color="#2ca02c",
+        zorder=3,
+        label="usual at that hour",
+    )
+    by_others = _explained(times, results, feature, "expected_by_others")
+    _scatter(ax, by_others, marker="_", s=120, color="#1f77b4", zorder=3, label="expected by the other features")
+    ax.set_ylabel(feature)
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def _explained(times: Sequence[float], results: Sequence[Scored], feature: str, key: str) -> list[tuple[float, float]]:
+    """(time, value) of ``key`` in the explanations of alerts that name ``feature`` with one."""
+    return [
+        (t, item[key])
         for t, r in zip(times, results, strict=True)
         if r.alert and r.explanation
         for item in r.explanation
-        if item["feature"] == feature and "usual" in item
+        if item["feature"] == feature and key in item
     ]
-    _scatter(ax, usual, marker="_", s=120, color="#2ca02c", zorder=3, label="usual at that hour")
-    ax.set_ylabel(feature)
-    ax.legend(loc="upper right", fontsize=8)
 
 
 def _scatter(ax: Axes, points: Sequence[tuple[float, float]], **style: Any) -> None:

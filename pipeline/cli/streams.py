@@ -261,8 +261,11 @@ _SEVERITY_STYLE = {
 
 
 def _feature_text(feature: dict[str, Any]) -> str:
-    """One explained feature: actual, expected (and its usual value at that hour, when known), z."""
+    """One explained feature: actual, expected (and its usual value at that hour, or what the
+    stream's other features expect, when known), z."""
     usual = f", usual {feature['usual']:g}" if "usual" in feature else ""
+    if "expected_by_others" in feature:
+        usual += f", by others {feature['expected_by_others']:g}"
     return f"{feature['feature']}={feature['actual']:g} (exp {feature['expected']:g}{usual}, z {feature['z']:+.1f})"
 
 

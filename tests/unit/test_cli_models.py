@@ -179,6 +179,33 @@ def test_an_alert_row_gives_a_features_usual_value_when_its_stream_has_one() -> 
     assert _alert_row(alert)[-1] == "value=111.2 (exp 110.9, usual 107.9, z +0.4), gap_s=3600 (exp 3600, z +0.0)"
 
 
+def test_an_alert_row_gives_what_the_other_features_expect_when_the_coupling_rule_says() -> None:
+    from pipeline.cli.streams import _alert_row
+
+    explanation = [
+        {
+            "feature": "vibration",
+            "actual": 2.4,
+            "expected": 2.0,
+            "z": 3.1,
+            "z_coupling": 5.7,
+            "expected_by_others": 1.92,
+        },
+        {
+            "feature": "temperature",
+            "actual": 39.3,
+            "expected": 38.4,
+            "z": 0.8,
+            "z_coupling": -2.9,
+            "expected_by_others": 40.1,
+        },
+    ]
+    alert = {"ts": 0, "kind": "sensor", "key": "dev-1", "severity": "high", "score": 9.0, "explanation": explanation}
+    assert _alert_row(alert)[-1] == (
+        "vibration=2.4 (exp 2, by others 1.92, z +3.1), temperature=39.3 (exp 38.4, by others 40.1, z +0.8)"
+    )
+
+
 def test_the_plot_shows_the_feature_the_alerts_name_most() -> None:
     from types import SimpleNamespace
 

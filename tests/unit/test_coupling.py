@@ -28,7 +28,7 @@ def run(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One stream's r (events, features) and chances (events,)."""
     memory = np.zeros((1, coupling_size(values.shape[1])))
     out = [advance_coupling(memory, row[None, :]) for row in values]
-    return np.concatenate([r for r, _ in out]), np.concatenate([c for _, c in out])
+    return np.concatenate([r for r, _, _ in out]), np.concatenate([c for _, c, _ in out])
 
 
 def test_channels_on_one_load_are_quiet_and_one_drifting_off_it_is_caught_early() -> None:
@@ -102,9 +102,10 @@ def test_streams_advanced_together_advance_as_each_alone(streams: int, features:
     together = np.zeros((streams, coupling_size(features)))
     alone = np.zeros((streams, coupling_size(features)))
     for t in range(events):
-        r, chance = advance_coupling(together, values[t])
+        r, chance, expected = advance_coupling(together, values[t])
         for s in range(streams):
-            r_alone, chance_alone = advance_coupling(alone[s : s + 1], values[t, s : s + 1])
+            r_alone, chance_alone, expected_alone = advance_coupling(alone[s : s + 1], values[t, s : s + 1])
             assert r_alone.tobytes() == r[s : s + 1].tobytes()
             assert chance_alone.tobytes() == chance[s : s + 1].tobytes()
+            assert expected_alone.tobytes() == expected[s : s + 1].tobytes()
     assert together.tobytes() == alone.tobytes()

@@ -1313,7 +1313,8 @@ def test_the_coupling_rule_catches_a_channel_drifting_off_its_siblings() -> None
     channels follow the load as before. The GRU predicts each reading from the channel's own
     last ones and follows the ramp; against what the other channels expect, it breaks away. Over
     six machines the shipped sensor detector flags every drift within its first 20 readings
-    ("coupling", the explanation led by vibration with its ``z_coupling``) and nothing before it;
+    ("coupling", the explanation led by vibration with its ``z_coupling`` and the reading the other
+    channels expect, near the one without the ramp) and nothing before it;
     the same detector without the rule catches 3 of them, none in their first 20 readings."""
     detector = shipped("sensor")
     assert detector.spec.coupling_rule
@@ -1324,6 +1325,7 @@ def test_the_coupling_rule_catches_a_channel_drifting_off_its_siblings() -> None
         events = [
             (e["ts"], dict(e["values"])) for e in SensorGenerator(keys=1, seed=seed, anomaly_rate=0.0).events(1500)
         ]
+        clean = [v["vibration"] for _, v in events]
         for i in range(1200, 1260):
             events[i][1]["vibration"] += 2.0 * (i - 1199) / 60
         results = detector.score_sequence(events)[0]
@@ -1331,7 +1333,13 @@ def test_the_coupling_rule_catches_a_channel_drifting_off_its_siblings() -> None
         assert flagged and 1200 <= flagged[0] < 1220, (seed, flagged[:3])
         first = results[flagged[0]]
         assert first.rule == "coupling" and first.explanation is not None
-        assert first.explanation[0]["feature"] == "vibration" and first.explanation[0]["z_coupling"] > 4
+        lead = first.explanation[0]
+        assert lead["feature"] == "vibration" and lead["z_coupling"] > 4
+        # What the other channels expect is the reading without the ramp, give or take its noise
+        # (vibration's sd is 0.08); the rest of the reading is the ramp.
+        drift = 2.0 * (flagged[0] - 1199) / 60
+        assert abs(lead["expected_by_others"] - clean[flagged[0]]) < 0.25
+        assert lead["actual"] - lead["expected_by_others"] > 0.8 * drift
         blind_flagged = [i for i, r in enumerate(blind.score_sequence(events)[0]) if r.anomalous]
         assert not [i for i in blind_flagged if i < 1220], (seed, blind_flagged[:3])
         blind_caught += bool(blind_flagged)

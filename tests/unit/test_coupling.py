@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.coupling import COUPLING_HISTORY, advance_coupling, coupling_size
+from models.coupling import _LASTING, COUPLING_HISTORY, advance_coupling, coupling_size
 
 # The rule's bar in the calibration: the false-alarm rate (1e-4) times its share of it (0.1).
 BAR = 1e-5
@@ -79,12 +80,17 @@ def test_an_incident_does_not_teach_the_relation_it_breaks() -> None:
 
 def test_a_constant_feature_keeps_the_statistics_finite() -> None:
     """A feature that never changes (a channel that reads 0) has no variance: its inverse is kept
-    finite by a floor, and the others are judged as before."""
+    finite by a floor, and the others are judged as before. A 1e300 on it, against that floor, is
+    as rare as can be and overflows nothing."""
     rng = np.random.default_rng(2)
     values = machine(rng, 600)
     values[:, 3] = 0.0
     r, chance = run(values)
     assert np.all(np.isfinite(r)) and chance.min() > BAR
+    values[500, 3] = 1e300
+    with np.errstate(over="raise", invalid="raise"):
+        r, chance = run(values)
+    assert np.all(np.isfinite(r)) and chance[500] == 0.0
 
 
 @settings(max_examples=40, deadline=None)
@@ -109,3 +115,39 @@ def test_streams_advanced_together_advance_as_each_alone(streams: int, features:
             assert chance_alone.tobytes() == chance[s : s + 1].tobytes()
             assert expected_alone.tobytes() == expected[s : s + 1].tobytes()
     assert together.tobytes() == alone.tobytes()
+
+
+@pytest.mark.parametrize(("wild", "at"), [(1e6, 20), (-9999.0, 30), (1e300, 20), (1e300, 2000)])
+def test_one_wild_reading_does_not_blind_the_rule(wild: float, at: int) -> None:
+    """A sentinel or a glitch on one channel, young or old: it is rare itself once the rule
+    judges, nothing overflows, and a drift 2,000 readings later is caught as it would be without
+    it. A young stream's wild reading used to swell the statistics until the rule was blind for
+    thousands of readings."""
+    rng = np.random.default_rng(11)
+    values = machine(rng, 4320)
+    values[4000:4060, 2] += 3 * GAINS[2] * np.arange(1, 61) / 60
+    values[at, 1] = wild
+    with np.errstate(over="raise", invalid="raise"):
+        r, chance = run(values)
+    assert np.all(np.isfinite(r))
+    if at >= COUPLING_HISTORY:
+        assert chance[at] < BAR
+    assert chance[at + 1 : 4000].min() > BAR
+    assert chance[4000:4020].min() < BAR
+
+
+def test_a_lasting_break_becomes_the_streams_new_relation() -> None:
+    """A channel that reads one value from the stream's first reading has no spread of its own;
+    when it starts to move, every reading is off what the statistics know. After _LASTING such
+    readings in a row the rule starts over and learns the relation anew: quiet again a history
+    later, and it still catches a drift after that. (It used to stay anomalous for good.)"""
+    rng = np.random.default_rng(4)
+    values = machine(rng, 3000)
+    values[:300, 3] = values[0, 3]
+    values[2500:2560, 0] += 3 * GAINS[0] * np.arange(1, 61) / 60
+    _, chance = run(values)
+    flagged = np.flatnonzero(chance < BAR)
+    assert flagged[0] >= 300  # nothing to judge while the channel is still
+    quiet_from = 300 + _LASTING + COUPLING_HISTORY
+    assert chance[quiet_from:2500].min() > BAR
+    assert chance[2500:2520].min() < BAR

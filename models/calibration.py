@@ -104,6 +104,11 @@ class Calibration:
     # residual_share of the false-alarm budget.
     residual: Calibration | None = None
     residual_share: float = 0.5
+    # A stream in its warm-up alerts only on an event under this chance (0: never). A kind scaled
+    # by its training data judges a young stream's readings against that scale from the first
+    # (its warm-up waits for the GRU's state, whose cold start gives normal first readings
+    # chances down to ~1e-7 there); a spike in a stream's 3rd reading is no less a spike.
+    warmup_far: float = 0.0
 
     def __post_init__(self) -> None:
         # Arrays once: np.interp on lists converts them on every call (the hot path's cost).
@@ -281,7 +286,7 @@ class Calibration:
             probability, rule = level / _LEVEL_SHARE, "level"
         if coupling / _COUPLING_SHARE < probability:
             probability, rule = coupling / _COUPLING_SHARE, "coupling"
-        anomalous = warm and probability < self.far
+        anomalous = probability < (self.far if warm else self.warmup_far)
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
         if anomalous:
@@ -349,7 +354,7 @@ class Calibration:
         coupling = np.ones(scores.shape) if coupling is None else coupling / _COUPLING_SHARE
         by_coupling = coupling < probability
         probability = np.where(by_coupling, coupling, probability)
-        anomalous = warm & (probability < self.far)
+        anomalous = probability < np.where(warm, self.far, self.warmup_far)
         # _track
         state.count += 1
         first = state.count == 1

@@ -412,10 +412,11 @@ def test_an_incident_is_one_alert() -> None:
 def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], sustain_h: float) -> None:
     """The worker advances many streams' episodes in arrays; every decision and every state field
     must equal the scalar path's, stream by stream (the crash-replay and step = sequence
-    guarantees rest on it) — with the stuck, level and residual rules and the likelihood gate
-    speaking too."""
+    guarantees rest on it) — with the stuck, level, residual and coupling rules and the likelihood
+    gate speaking too, and sure events in the warm-up."""
     cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-2, warmup=3, cooldown=4)
     cal.sustain_h = sustain_h
+    cal.warmup_far = 1e-4
     scalar = [EpisodeState() for _ in streams]
     arrays = EpisodeArrays.new(len(streams))
     for t in range(max(len(s) for s in streams)):
@@ -428,9 +429,10 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
         level = np.where(scores % 13 < 1, 1e-7, 1.0)
         residual = np.where(scores % 3 < 0.5, 1e-4 * scores % 1, 1.0)
         tame = scores % 2 < 1
+        coupling = np.where(scores % 17 < 1, 1e-6, 1.0)
         batch = arrays.take(live)
         probability = cal.probabilities(scores - cal.shifts(batch))
-        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open, level, residual, tame)
+        got = cal.advance_many(scores, probability, batch, stuck, gate_z, gate_open, level, residual, tame, coupling)
         arrays.put(live, batch)
         for j, i in enumerate(live):
             score = float(scores[j])
@@ -444,6 +446,7 @@ def test_batched_episodes_decide_as_the_scalar_path(streams: list[list[float]], 
                 level[j],
                 residual[j],
                 bool(tame[j]),
+                coupling[j],
             )
             assert got.decision(j) == want
             assert arrays.row(i) == scalar[i]
@@ -471,6 +474,24 @@ def test_no_alerts_during_warmup() -> None:
     state = EpisodeState()
     assert not any(cal.decide(1000.0, state).anomalous for _ in range(5))
     assert cal.decide(1000.0, state).anomalous
+
+
+@pytest.mark.parametrize("path", ["scalar", "arrays"])
+def test_a_sure_event_alerts_in_the_warmup_when_the_calibration_allows(path: str) -> None:
+    """With warmup_far, a warm-up event under it alerts and one merely under the rate does not."""
+    cal = Calibration.fit(list(np.linspace(0, 10, 1000)), far=1e-3, warmup=5)
+    cal.warmup_far = 1e-8
+    ordinary, rare, sure = 1.0, cal.score_at(1e-4), cal.score_at(1e-10)
+
+    state, arrays = EpisodeState(), EpisodeArrays.new(1)
+
+    def decide(score: float) -> bool:
+        if path == "scalar":
+            return cal.decide(score, state).anomalous
+        return bool(cal.advance_many(np.array([score]), cal.probabilities(np.array([score])), arrays).anomalous[0])
+
+    assert [decide(s) for s in (ordinary, rare, sure, ordinary, ordinary)] == [False, False, True, False, False]
+    assert decide(rare)  # warm now: under the rate is enough
 
 
 def test_training_is_deterministic_per_seed() -> None:
@@ -1361,3 +1382,20 @@ def test_one_wild_reading_on_a_machine_is_one_anomaly(wild: float) -> None:
     assert {i for i in flagged if i < 1200} <= {300, 301} and 300 in flagged
     assert math.isfinite(results[300].score) and [i for i, r in enumerate(results[:1200]) if r.alert] == [300]
     assert [i for i in flagged if i >= 1200][:1] and min(i for i in flagged if i >= 1200) < 1220
+
+
+def test_a_spike_in_a_machines_first_readings_is_an_alert() -> None:
+    """The sensor kind judges a young machine against the kind's scale, so its calibration lets a
+    sure event alert in the warm-up: the producer's smallest temperature spike in a machine's 4th
+    reading pages; over 50 machines, nothing else in their first readings does."""
+    detector = shipped("sensor")
+    assert detector.calibration.warmup_far > 0
+    flagged_normal = 0
+    for seed in range(50):
+        events = [(e["ts"], dict(e["values"])) for e in SensorGenerator(keys=1, seed=seed, anomaly_rate=0.0).events(12)]
+        flagged_normal += sum(r.anomalous for r in detector.score_sequence(events)[0])
+        if seed < 5:
+            events[3][1]["temperature"] += 4 * 6.4 + 10 * 0.3  # the producer's smallest: 4 gains, 10 sds
+            results = detector.score_sequence(events)[0]
+            assert results[3].alert, seed
+    assert flagged_normal == 0

@@ -61,15 +61,16 @@ _SPREAD = 1.2
 # wild reading (a sentinel such as 65535, a glitch of 1e6) cannot swell the statistics until the
 # rule is blind for thousands of events. A real change still gets through: each clipped step
 # widens the spread. Deviations past _DEVIATION_MAX (a 1e300 reading) are clipped to it, whose
-# square does not overflow.
+# square does not overflow. (The same bounds as models.features' running statistics, _ROBUST_FROM
+# and _DELTA_MAX, kept here: features imports this module for its memory's size.)
 _ROBUST_FROM = 5
+_YOUNG_CLIP = 20.0
+_DEVIATION_MAX = 1e150
 # Events in a row past _CAP after which a broken relation is taken for the stream's new one: longer
 # than the sensor producer's longest incident (a drift of up to 90 readings). Without it, a channel
 # stuck from a stream's first reading had no spread to learn its movement by, and the stream stayed
 # anomalous for the rest of its file once the channel moved (305 readings in one of seed 9's).
 _LASTING = 100
-_YOUNG_CLIP = 20.0
-_DEVIATION_MAX = 1e150
 
 
 def coupling_size(features: int) -> int:

@@ -186,7 +186,7 @@ class FeatureSpec:
     # (models.coupling): a channel drifting off its siblings, or following their load inverted,
     # which the GRU predicts from the channel's own recent values and so follows step by step.
     # For kinds whose features share a driver (a machine's load). The detector advances it after
-    # each step; the spec only keeps its place in the memory. Costs 1 + n + n² floats of stream
+    # each step; the spec only keeps its place in the memory. Costs 2 + n + n² floats of stream
     # state for n features.
     coupling_rule: bool = False
     mean: list[float] = field(default_factory=list)  # per predicted column (features + gap)

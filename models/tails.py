@@ -1,10 +1,10 @@
 """Two-sided normal tails of deviates, worked out only where they can matter.
 
 The rules that judge a value by the normal law (the autoregressive rule's jumps, a tame stream's
-residuals) need its tail only where it is small: under 3 standard deviations the chance is over
-0.003, far above any false-alarm rate, and is left at 1 (no word). ``math.erfc`` then runs one
-value at a time on the few deviates past 3, which is cheaper on a worker's batches than a
-vectorised erfc over all of them (numpy has none).
+residuals, a feature against the others it moves with) need its tail only where it is small:
+under 3 standard deviations the chance is over 0.003, far above any false-alarm rate, and is left
+at 1 (no word). ``math.erfc`` then runs one value at a time on the few deviates past 3, which is
+cheaper on a worker's batches than a vectorised erfc over all of them (numpy has none).
 
 >>> [f"{p:.2e}" for p in normal_tail(np.array([1.0, 3.5, 5.0]))]
 ['1.00e+00', '4.65e-04', '5.73e-07']

@@ -67,6 +67,10 @@ _SUSTAIN_SHARE = 0.05
 _LEVEL_SHARE = 0.1
 # The coupling rule's share: a broken relation lasts as long as its incident, as a shift does.
 _COUPLING_SHARE = 0.1
+# The rules read from a stream's memory after the gate, in the order they are weighed, each with
+# its share of the budget (its chance over its share is the event's probability when smaller; the
+# stuck rule's chance is already a run's tail at the stream's own repeat rate).
+_MEMORY_RULES: tuple[tuple[Rule, float], ...] = (("stuck", 1.0), ("level", _LEVEL_SHARE), ("coupling", _COUPLING_SHARE))
 # On a tame stream (models.residual: its residuals have proven light-tailed) the calibration's
 # rate holds, so the gate need not hold back an event the calibration finds this far under it.
 # Chosen on a development seed (9): at 1 (no margin) its short streams' alert precision fell from
@@ -280,12 +284,10 @@ class Calibration:
         probability = gate_probability(probability, gate_z, gate_open or sure, self.far)
         if residual < probability and residual_tame:
             probability, rule = residual, "residual"
-        if stuck < probability:
-            probability, rule = stuck, "stuck"
-        if level / _LEVEL_SHARE < probability:
-            probability, rule = level / _LEVEL_SHARE, "level"
-        if coupling / _COUPLING_SHARE < probability:
-            probability, rule = coupling / _COUPLING_SHARE, "coupling"
+        chances = {"stuck": stuck, "level": level, "coupling": coupling}
+        for name, share in _MEMORY_RULES:
+            if chances[name] / share < probability:
+                probability, rule = chances[name] / share, name
         anomalous = probability < (self.far if warm else self.warmup_far)
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None
@@ -345,15 +347,17 @@ class Calibration:
             ungated = (residual < probability) & tame
             by_residual |= ungated
             probability = np.where(ungated, residual, probability)
-        stuck = np.ones(scores.shape) if stuck is None else stuck
-        by_stuck = stuck < probability
-        probability = np.where(by_stuck, stuck, probability)
-        level = np.ones(scores.shape) if level is None else level / _LEVEL_SHARE
-        by_level = level < probability
-        probability = np.where(by_level, level, probability)
-        coupling = np.ones(scores.shape) if coupling is None else coupling / _COUPLING_SHARE
-        by_coupling = coupling < probability
-        probability = np.where(by_coupling, coupling, probability)
+        # The rule that set each event's probability: the last to lower it wins, as in `advance`.
+        rule = np.where(
+            by_residual, RULE_NAMES.index("residual"), np.where(sustained, RULE_NAMES.index("sustained"), 0)
+        )
+        chances = {"stuck": stuck, "level": level, "coupling": coupling}
+        for name, share in _MEMORY_RULES:
+            given = chances[name]
+            chance = np.ones(scores.shape) if given is None else given / share
+            lowered = chance < probability
+            probability = np.where(lowered, chance, probability)
+            rule = np.where(lowered, RULE_NAMES.index(name), rule)
         anomalous = probability < np.where(warm, self.far, self.warmup_far)
         # _track
         state.count += 1
@@ -374,17 +378,6 @@ class Calibration:
         state.quiet = np.where(resolves, 0, state.quiet)
         state.peak = np.where(resolves, 1.0, state.peak)
         episode = np.select([opens, updates, resolves], [0, 1, 2], default=-1)
-        rule = np.select(
-            [by_coupling, by_level, by_stuck, by_residual, sustained],
-            [
-                RULE_NAMES.index("coupling"),
-                RULE_NAMES.index("level"),
-                RULE_NAMES.index("stuck"),
-                RULE_NAMES.index("residual"),
-                RULE_NAMES.index("sustained"),
-            ],
-            0,
-        )
         rule = np.where(anomalous, rule, -1)
         return BatchDecision(
             probability, anomalous, opens | escalated, np.where(anomalous, severity, -1), episode, rule

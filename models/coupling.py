@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.bounds import DEVIATION_MAX, ROBUST_FROM
 from models.tails import normal_tail
 
 __all__ = ["COUPLING_HISTORY", "advance_coupling", "coupling_size"]
@@ -56,16 +57,13 @@ _ALPHA = 0.005
 _CAP = 2.0
 # r divides by a covariance estimated from ~200 events: its tail is a little wider than a normal's.
 _SPREAD = 1.2
-# A young stream (from its _ROBUST_FROM-th event until COUPLING_HISTORY) has no relation to judge
+# A young stream (from its ROBUST_FROM-th event until COUPLING_HISTORY) has no relation to judge
 # an event by yet; each feature's deviation teaches at most _YOUNG_CLIP of its own spread, so one
 # wild reading (a sentinel such as 65535, a glitch of 1e6) cannot swell the statistics until the
 # rule is blind for thousands of events. A real change still gets through: each clipped step
-# widens the spread. Deviations past _DEVIATION_MAX (a 1e300 reading) are clipped to it, whose
-# square does not overflow. (The same bounds as models.features' running statistics, _ROBUST_FROM
-# and _DELTA_MAX, kept here: features imports this module for its memory's size.)
-_ROBUST_FROM = 5
+# widens the spread. Deviations past DEVIATION_MAX (a 1e300 reading) are clipped to it, whose
+# square does not overflow (models.bounds: the features' running statistics use the same).
 _YOUNG_CLIP = 20.0
-_DEVIATION_MAX = 1e150
 # Events in a row past _CAP after which a broken relation is taken for the stream's new one: longer
 # than the sensor producer's longest incident (a drift of up to 90 readings). Without it, a channel
 # stuck from a stream's first reading had no spread to learn its movement by, and the stream stayed
@@ -90,7 +88,7 @@ def advance_coupling(memory: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
     mean = memory[:, 2 : 2 + n]
     cov = memory[:, 2 + n :].reshape(size, n, n)
     judged = seen >= COUPLING_HISTORY
-    deviation = np.clip(values - mean, -_DEVIATION_MAX, _DEVIATION_MAX)
+    deviation = np.clip(values - mean, -DEVIATION_MAX, DEVIATION_MAX)
     r = np.zeros((size, n))
     expected = np.full((size, n), np.nan)
     if judged.any():
@@ -105,7 +103,7 @@ def advance_coupling(memory: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
     chance = np.where(judged, np.minimum(1.0, normal_tail(largest / _SPREAD) * n), 1.0)
     # Shrunk, an incident cannot teach the stream its own spread; a lasting change is learned in time.
     step = deviation * (_CAP / np.maximum(largest, _CAP))[:, None]
-    young = (seen >= _ROBUST_FROM) & ~judged
+    young = (seen >= ROBUST_FROM) & ~judged
     if young.any():
         # (A floor relative to the level: a feature constant so far has no spread to clip by.)
         spread = np.sqrt(np.diagonal(cov[young], axis1=1, axis2=2))

@@ -21,6 +21,7 @@ import numpy as np
 
 from models import cusum
 from models.autoregressive import autoregressive_size
+from models.bounds import DEVIATION_MAX, ROBUST_FROM
 from models.coupling import coupling_size
 from models.likelihood import gate_size
 from models.residual import residual_size
@@ -36,14 +37,13 @@ _DAY_MS = 86_400_000
 _NORM_ALPHA = 0.005
 _VAR_FLOOR = 1e-6
 _Z_CLIP = 50.0
-# Once a stream has this many events, each one moves its statistics by at most _DELTA_CLIP of its
-# scale: one wild reading (a glitch, a sentinel such as 1e308) used to swell the variance so far
-# that the stream was blind for thousands of events, or for good once the square overflowed. A
-# real change of level still gets through: each clipped step widens the scale, and the next
-# steps with it. Lenient enough to leave synthetic streams' incidents (at most ~15 sd) alone.
+# Once a stream has ROBUST_FROM events (models.bounds), each one moves its statistics by at most
+# _DELTA_CLIP of its scale: one wild reading (a glitch, a sentinel such as 1e308) used to swell the
+# variance so far that the stream was blind for thousands of events, or for good once the square
+# overflowed. A real change of level still gets through: each clipped step widens the scale, and
+# the next steps with it. Lenient enough to leave synthetic streams' incidents (at most ~15 sd) alone.
 _DELTA_CLIP = 20.0
-_ROBUST_FROM = 5
-# Before then a stream has no scale to clip by, so it keeps its first _ROBUST_FROM values: with
+# Before then a stream has no scale to clip by, so it keeps its first ROBUST_FROM values: with
 # the last of them it drops any _WILD robust spreads (1.4826 MAD) or more from their median — a
 # sentinel or a glitch, orders of magnitude off — and restarts its statistics of the values from
 # the rest (the time gap's scale has a floor). A sentinel among the first readings (1e6, or -1e9 at
@@ -58,8 +58,6 @@ _ROBUST_FROM = 5
 # 10th reading; 10 false alerts rather than 23).
 _WILD = 1000.0
 _MAD_SD = 1.4826
-# Squares of larger deltas overflow float64 (a 1e300 reading); the clip changes nothing else.
-_DELTA_MAX = 1e150
 # A spec without stream_norm normalises by its kind's scale, against which one wild reading (a
 # sentinel such as 65535 or -9999, a glitch of 1e6) is thousands of sds out: fed whole, it
 # saturated the GRU, and a sensor stream stayed anomalous for ~200 readings after one 1e6 (40
@@ -290,12 +288,12 @@ class FeatureSpec:
 
     @property
     def _stats_size(self) -> int:
-        return 1 + 2 * self.n_targets + _ROBUST_FROM * len(self.names) if self.stream_norm else 0
+        return 1 + 2 * self.n_targets + ROBUST_FROM * len(self.names) if self.stream_norm else 0
 
     @property
     def norm_size(self) -> int:
         """Floats of per-stream memory a stream state carries: running statistics and the first
-        _ROBUST_FROM values (stream_norm), then each feature's last value and how many events in a
+        ROBUST_FROM values (stream_norm), then each feature's last value and how many events in a
         row it has held it (stuck_targets, stuck_rule), then each feature's repeats so far, longest
         run before the current one and the value of its last improbable spell, the pairs of events
         seen, and its repeats of 0 and pairs starting at 0 (stuck_rule), then each feature's two
@@ -544,7 +542,7 @@ class FeatureSpec:
         count, mean, var = norms[:, :1], norms[:, 1 : 1 + t], norms[:, 1 + t : 1 + 2 * t]
         # A late event's gap (NaN, Detector._targets): the stream's usual one, which moves nothing.
         targets = np.where(np.isnan(targets) & (count > 0), mean, targets)
-        first = norms[:, 1 + 2 * t :].reshape(len(norms), _ROBUST_FROM, n).copy()  # the first values
+        first = norms[:, 1 + 2 * t :].reshape(len(norms), ROBUST_FROM, n).copy()  # the first values
         seen = count > 0
         center = np.where(seen, mean, targets)
         scale = np.sqrt(np.maximum(var, _VAR_FLOOR) + _VAR_FLOOR * center**2)
@@ -552,15 +550,15 @@ class FeatureSpec:
         y = np.clip((targets - center) / scale, -_Z_CLIP, _Z_CLIP)
         # Exponentially weighted mean and variance; an exact running mean while young.
         alpha = np.maximum(1.0 / (count + 1.0), _NORM_ALPHA)
-        delta = np.clip(targets - mean, -_DELTA_MAX, _DELTA_MAX)
+        delta = np.clip(targets - mean, -DEVIATION_MAX, DEVIATION_MAX)
         bound = _DELTA_CLIP * scale
-        delta = np.where(count >= _ROBUST_FROM, np.clip(delta, -bound, bound), delta)
+        delta = np.where(count >= ROBUST_FROM, np.clip(delta, -bound, bound), delta)
         new_mean = np.where(seen, mean + alpha * delta, targets)
         new_var = np.where(seen, (1 - alpha) * (var + alpha * delta**2), 0.0)
-        young = np.flatnonzero(count[:, 0] < _ROBUST_FROM)
+        young = np.flatnonzero(count[:, 0] < ROBUST_FROM)
         if len(young):
             first[young, count[young, 0].astype(np.int64)] = targets[young, :n]
-            last = young[count[young, 0] == _ROBUST_FROM - 1]
+            last = young[count[young, 0] == ROBUST_FROM - 1]
             if len(last):
                 new_mean[last, :n], new_var[last, :n] = _without_wild(
                     first[last], new_mean[last, :n], new_var[last, :n]
@@ -660,7 +658,7 @@ def latest_before(ts: np.ndarray, last_ts: int) -> np.ndarray:
 
 
 def _without_wild(first: np.ndarray, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Streams' statistics after their first values ``first`` (B, _ROBUST_FROM, n), given the
+    """Streams' statistics after their first values ``first`` (B, ROBUST_FROM, n), given the
     running ``mean`` and ``var`` over them (B, n): for a feature with wild values (_WILD robust
     spreads from their median; the last two values not both wild), the mean and variance of the
     others instead (what the running statistics give without them); as they were elsewhere."""

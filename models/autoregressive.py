@@ -138,10 +138,10 @@ def advance_autoregressive(
     # ~500 readings, and predict nonsense. A NaN holds its place, and the next ORDER values are
     # neither predicted nor taught.
     wild = follows & known & (np.abs(deviation) > _WILD * spread)
-    # Jumps count once per quiet spell (an incident's steps are one excursion), and are judged
-    # only while they are not the stream's habit.
+    # Jumps count once per quiet spell (an incident's steps are one excursion, and a jump back
+    # against it is its end), and are judged only while they are not the stream's habit.
     habit = jumps >= _JUMP_HABIT
-    advance_excursions(jumps, last_jump, jump < _JUMP_EXCURSION, seen)
+    advance_excursions(jumps, last_jump, jump < _JUMP_EXCURSION, seen, np.sign(deviation))
     jump = np.where(habit, 1.0, jump)
     tail = cusum.advance_deviations(scalars, deviation, follows, level_autocorrelation, _RHO)
     # The share of values that were not whole numbers (or negative), over ~the last 100: an

@@ -17,18 +17,34 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["QUIET", "advance_excursions"]
+__all__ = ["QUIET", "RETURN", "advance_excursions"]
 
 QUIET = 20
+# An extreme event against the direction of the excursion before it, within RETURN events of that
+# excursion's latest extreme, is its end (a shift or a flatline snapping back), not a new one:
+# longer than the synthetic producers' incidents (a shift lasts up to 45 readings, a drift 90).
+# Counted as new, each shift made two excursions, and a stream that had shown two incidents was no
+# longer tame (models.residual).
+RETURN = 100
 _ALPHA = 0.001
 
 
-def advance_excursions(count: np.ndarray, last: np.ndarray, extreme: np.ndarray, seen: np.ndarray) -> None:
+def advance_excursions(
+    count: np.ndarray, last: np.ndarray, extreme: np.ndarray, seen: np.ndarray, sign: np.ndarray | None = None
+) -> None:
     """Advance the excursion counts of several streams by one event each, in place: ``count`` and
-    ``last`` (B, features; ``last`` is the event after the latest extreme one, 0 for none),
-    ``extreme`` (B, features) whether this event is extreme, ``seen`` (B,) the events each stream
-    had seen before it."""
-    calm = (last == 0) | (seen[:, None] - (last - 1) > QUIET)
-    last[:] = np.where(extreme, seen[:, None] + 1.0, last)
+    ``last`` (B, features; ``last`` is the event after the latest extreme one, 0 for none, its sign
+    the direction of the excursion it belongs to), ``extreme`` (B, features) whether this event is
+    extreme, ``seen`` (B,) the events each stream had seen before it, ``sign`` (B, features) the
+    direction of each event (None: no direction, so no extreme is an excursion's end)."""
+    since = seen[:, None] - (np.abs(last) - 1)
+    calm = (last == 0) | (since > QUIET)
+    if sign is None:
+        new, direction = extreme & calm, np.sign(last) + (last == 0)
+    else:
+        returning = (last != 0) & (since <= RETURN) & (np.sign(last) == -sign)
+        new = extreme & calm & ~returning
+        direction = np.where(new, sign, np.sign(last))
+    last[:] = np.where(extreme, (seen[:, None] + 1.0) * direction, last)
     count *= 1.0 - _ALPHA
-    count += extreme & calm
+    count += new

@@ -14,7 +14,8 @@ would shrink the residual of the reading that ends it.)
 The likelihood gate holds the rule back on streams whose residuals have heavy tails (real series:
 an extreme r is habitual there). A stream whose tail has proven light needs no such guard: a
 stream that, after TAIL_HISTORY judged events, shows fewer than TAME_EXCURSIONS *excursions* (an
-|r| over EXCURSION after models.excursions.QUIET events inside it) over about its last 1,000 events is
+|r| over EXCURSION after models.excursions.QUIET events inside it, unless it goes against the
+excursion before it: that is its end, a shift snapping back) over about its last 1,000 events is
 *tame*, and its residual rule ungated. Excursions are counted, not events nor their size: an
 incident is one excursion however long or large it is, so a stream with a light tail stays tame
 after it, while a heavy-tailed one keeps making new ones. (Gaussian residuals pass 5 once in
@@ -115,6 +116,7 @@ def advance_residual(memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tup
     # A stream's first reading has no spread to be capped against: it is taken whole.
     taught = np.where(seen[:, None] > 0, np.minimum(square, _CAP * _CAP * spread), square)
     spread += weight * (taught - spread)
-    # An incident is one excursion: only an |r| over EXCURSION after a quiet spell starts one.
-    advance_excursions(excursions, last, np.abs(r) > EXCURSION, seen)
+    # An incident is one excursion: only an |r| over EXCURSION after a quiet spell starts one, and
+    # one against the excursion before it ends that one.
+    advance_excursions(excursions, last, np.abs(r) > EXCURSION, seen, np.sign(r))
     return np.asarray(r), np.asarray(tame), law

@@ -20,6 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import models.excursions
 import models.residual
 import models.seasonal
 from models.artifacts import ModelError, load_detector, save_detector, shipped_model_dir
@@ -1093,6 +1094,43 @@ def test_a_light_tailed_stream_stays_tame_after_an_incident() -> None:
     results, _ = detector.score_sequence(events)
     assert [i for i, r in enumerate(results) if r.alert] == [650, 800]
     assert results[800].rule == "residual"
+
+
+def test_a_shift_and_its_snap_back_are_one_excursion() -> None:
+    """An extreme event against the excursion before it, within RETURN events, ends that excursion
+    (a shift snapping back); the same direction again after a quiet spell is a new one, and so is
+    any extreme of a caller that gives no direction (the autoregressive rule's jumps)."""
+
+    def excursions(extremes: dict[int, float], signed: bool = True) -> float:
+        count, last = np.zeros((1, 1)), np.zeros((1, 1))
+        for seen in range(200):
+            r = extremes.get(seen, 0.0)
+            sign = np.array([[np.sign(r)]]) if signed else None
+            models.excursions.advance_excursions(count, last, np.array([[r != 0.0]]), np.array([float(seen)]), sign)
+        return round(float(count[0, 0]))
+
+    assert excursions({50: 6.0, 80: -6.0}) == 1  # a shift of 30 readings, up and back
+    assert excursions({50: 6.0, 80: 6.0}) == 2  # two spikes up
+    assert excursions({50: 6.0, 50 + models.excursions.RETURN + 1: -6.0}) == 2  # too late to be its end
+    assert excursions({50: 6.0, 80: -6.0}, signed=False) == 2
+
+
+def test_a_stream_stays_tame_after_two_shifts() -> None:
+    """The steady daily cycle with two level shifts of 20 noise sd for 30 readings (from its 400th
+    and 550th readings), then the spike at its 800th: each shift and its snap-back is one
+    excursion, so the stream is still tame at the spike and the residual rule flags it. (Counted
+    as two excursions each, the shifts left the stream untame and the spike gated.)"""
+    detector = residual_rule_alone()
+    events = steady_daily_cycle(1000, spike_at=800)
+    shifted = [
+        (ts, {"value": v["value"] + (6.0 if 400 <= i < 430 or 550 <= i < 580 else 0.0)})
+        for i, (ts, v) in enumerate(events)
+    ]
+    scores = detector.sequence_scores(shifted)
+    assert np.abs(scores.stream_z[[400, 430, 550, 580], 0]).min() > models.residual.EXCURSION  # onsets and ends
+    assert scores.residual_tame[800]
+    results, _ = detector.score_sequence(shifted)
+    assert results[800].anomalous and results[800].rule == "residual"
 
 
 def test_the_residual_rule_takes_residuals_in_the_streams_own_units() -> None:

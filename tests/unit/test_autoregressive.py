@@ -67,3 +67,14 @@ def test_a_wild_value_does_not_bend_the_streams_predictions() -> None:
     chances, predicted = stepped(values)
     assert chances[500] < 1e-10
     assert np.nanmax(np.abs(predicted[520:] - 50.0)) < 2.0
+
+
+def test_a_shift_and_its_end_are_one_excursion_of_jumps() -> None:
+    """A level shift of 10 noise sds for 30 readings: its onset is a jump, and the jump back at its
+    end is the same excursion, not a second, so the stream's jumps are not yet its habit and a
+    spike 100 readings later is still judged. (Counted as two, the shift made jumps the habit.)"""
+    rng = np.random.default_rng(2)
+    values = [50.0 + rng.normal() + (10.0 if 200 <= i < 230 else 0.0) + (10.0 if i == 330 else 0.0) for i in range(400)]
+    chances, _ = stepped(values)
+    assert chances[200] < 1e-6 and chances[230] < 1e-5  # the onset and the end: both extreme
+    assert chances[330] < 1e-6

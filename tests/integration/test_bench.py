@@ -43,8 +43,12 @@ def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
     assert figures["latency_ms"]["p50"] <= figures["latency_ms"]["p95"] <= figures["latency_ms"]["p99"]
     # The ratios are the figures divided by their baselines from the same run.
     assert abs(figures["ratio_floor"] - figures["worker_eps"] / figures["floor_eps"]) < 1e-3
-    assert abs(figures["ratio_naive"] - figures["worker_eps_1proc"] / figures["naive_eps"]) < 0.01
-    assert abs(figures["ratio_naive_all_cores"] - figures["worker_eps"] / figures["naive_eps"]) < 0.01
+    # Within the rounding of the ratio (2 places) and of the rates it divides (1 place): on a busy
+    # machine the naive pipeline is slow enough for the rates' rounding to show (0.0102 off once).
+    naive = figures["naive_eps"]
+    for ratio, worker in (("ratio_naive", "worker_eps_1proc"), ("ratio_naive_all_cores", "worker_eps")):
+        exact = figures[worker] / naive
+        assert abs(figures[ratio] - exact) <= 0.005 + 0.05 * (1 + exact) / naive + 1e-9, ratio
     assert figures["worker_events"] == 6000 and figures["latency_events"] == 6000
     # Redis bytes of a stream's state, by kind: a generic state (its rules' memory) is the largest.
     by_kind = figures["redis_bytes_by_kind"]

@@ -286,8 +286,9 @@ class Calibration:
             probability, rule = residual, "residual"
         chances = {"stuck": stuck, "level": level, "coupling": coupling}
         for name, share in _MEMORY_RULES:
-            if chances[name] / share < probability:
-                probability, rule = chances[name] / share, name
+            weighed = chances[name] / share
+            if weighed < probability:
+                probability, rule = weighed, name
         anomalous = probability < (self.far if warm else self.warmup_far)
         self._track(score, state, anomalous)
         severity = self.severity(probability) if anomalous else None

@@ -1,14 +1,15 @@
 """Counting a stream's excursions: how often it shows something extreme, an incident counted once.
 
 An excursion is an extreme event (what counts as extreme is the caller's) after a quiet spell of
-QUIET events without one: the steps of one incident are one excursion. The count forgets over
+QUIET events without one: the steps of one incident are one excursion, and so is its end (an
+extreme against its direction soon after: a shift snapping back, RETURN). The count forgets over
 ~1,000 events (a count that forgot over ~500 let NAB's bursty series turn tame, models.residual).
 A stream that keeps making new excursions has them as a habit (a heavy tail, a recurring burst);
 one incident is not a habit.
 
 >>> count, last = np.zeros((1, 1)), np.zeros((1, 1))
 >>> for seen, extreme in enumerate([True, True, False, True] + [False] * 30 + [True]):
-...     advance_excursions(count, last, np.array([[extreme]]), np.array([float(seen)]))
+...     advance_excursions(count, last, np.array([[extreme]]), np.array([float(seen)]), np.ones((1, 1)))
 >>> round(float(count[0, 0]), 3)  # the first three extremes are one excursion, the last a second
 1.967
 """
@@ -30,21 +31,17 @@ _ALPHA = 0.001
 
 
 def advance_excursions(
-    count: np.ndarray, last: np.ndarray, extreme: np.ndarray, seen: np.ndarray, sign: np.ndarray | None = None
+    count: np.ndarray, last: np.ndarray, extreme: np.ndarray, seen: np.ndarray, sign: np.ndarray
 ) -> None:
     """Advance the excursion counts of several streams by one event each, in place: ``count`` and
     ``last`` (B, features; ``last`` is the event after the latest extreme one, 0 for none, its sign
     the direction of the excursion it belongs to), ``extreme`` (B, features) whether this event is
     extreme, ``seen`` (B,) the events each stream had seen before it, ``sign`` (B, features) the
-    direction of each event (None: no direction, so no extreme is an excursion's end)."""
+    direction of each event."""
     since = seen[:, None] - (np.abs(last) - 1)
     calm = (last == 0) | (since > QUIET)
-    if sign is None:
-        new, direction = extreme & calm, np.sign(last) + (last == 0)
-    else:
-        returning = (last != 0) & (since <= RETURN) & (np.sign(last) == -sign)
-        new = extreme & calm & ~returning
-        direction = np.where(new, sign, np.sign(last))
-    last[:] = np.where(extreme, (seen[:, None] + 1.0) * direction, last)
+    returning = (last != 0) & (since <= RETURN) & (np.sign(last) == -sign)
+    new = extreme & calm & ~returning
+    last[:] = np.where(extreme, (seen[:, None] + 1.0) * np.where(new, sign, np.sign(last)), last)
     count *= 1.0 - _ALPHA
     count += new

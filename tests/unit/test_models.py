@@ -1098,21 +1098,21 @@ def test_a_light_tailed_stream_stays_tame_after_an_incident() -> None:
 
 def test_a_shift_and_its_snap_back_are_one_excursion() -> None:
     """An extreme event against the excursion before it, within RETURN events, ends that excursion
-    (a shift snapping back); the same direction again after a quiet spell is a new one, and so is
-    any extreme of a caller that gives no direction (the autoregressive rule's jumps)."""
+    (a shift snapping back, up or down); the same direction again after a quiet spell is a new one,
+    and so is an extreme against it too long after."""
 
-    def excursions(extremes: dict[int, float], signed: bool = True) -> float:
+    def excursions(extremes: dict[int, float]) -> float:
         count, last = np.zeros((1, 1)), np.zeros((1, 1))
         for seen in range(200):
             r = extremes.get(seen, 0.0)
-            sign = np.array([[np.sign(r)]]) if signed else None
-            models.excursions.advance_excursions(count, last, np.array([[r != 0.0]]), np.array([float(seen)]), sign)
+            extreme, sign = np.array([[r != 0.0]]), np.array([[np.sign(r)]])
+            models.excursions.advance_excursions(count, last, extreme, np.array([float(seen)]), sign)
         return round(float(count[0, 0]))
 
     assert excursions({50: 6.0, 80: -6.0}) == 1  # a shift of 30 readings, up and back
+    assert excursions({50: -6.0, 80: 6.0}) == 1  # a dip and its end
     assert excursions({50: 6.0, 80: 6.0}) == 2  # two spikes up
     assert excursions({50: 6.0, 50 + models.excursions.RETURN + 1: -6.0}) == 2  # too late to be its end
-    assert excursions({50: 6.0, 80: -6.0}, signed=False) == 2
 
 
 def test_a_stream_stays_tame_after_two_shifts() -> None:

@@ -27,9 +27,11 @@ from typing import Any
 
 __all__ = [
     "PROBATION_PERCENT",
+    "CorpusScorer",
     "CostMatrix",
     "Detections",
     "SweepRow",
+    "best_threshold",
     "corpus_scores",
     "count_detections",
     "load_profiles",
@@ -177,24 +179,25 @@ def sweep_file(
 def best_threshold(rows: Sequence[SweepRow], cost: CostMatrix) -> tuple[float, float]:
     """(threshold, score) with the highest total over every threshold; detection is score ≥ threshold."""
     scorable = sorted((r for r in rows if r.window != "probationary"), key=lambda r: r.anomaly_score, reverse=True)
-    parts: dict[str, float] = {"fp": 0.0}
+    best_in: dict[str, float] = {}  # each window's best detected weight, −fn weight while none is
     for r in scorable:
         if r.window is not None:
-            parts[r.window] = -cost.fn
+            best_in[r.window] = -cost.fn
     current = 1.1  # above every score: nothing detected
-    total = sum(parts.values())
+    # The total is kept as it changes: summing every window's part at each threshold made the
+    # sweep O(records × windows).
+    total = sum(best_in.values())
     best = (current, total)
     for r in scorable:
         if r.anomaly_score != current:
-            total = sum(parts.values())
             if total > best[1]:
                 best = (current, total)
             current = r.anomaly_score
         if r.window is None:
-            parts["fp"] += r.sweep_score
-        else:
-            parts[r.window] = max(parts[r.window], r.sweep_score)
-    total = sum(parts.values())
+            total += r.sweep_score
+        elif r.sweep_score > best_in[r.window]:
+            total += r.sweep_score - best_in[r.window]
+            best_in[r.window] = r.sweep_score
     if total > best[1]:
         best = (current, total)
     return best
@@ -205,34 +208,67 @@ def corpus_scores(
     windows: Mapping[str, Sequence[tuple[datetime, datetime]]],
     profiles: Mapping[str, CostMatrix],
 ) -> dict[str, dict[str, Any]]:
-    """Per profile: the normalised score, the raw score, its threshold, the null/perfect anchors,
-    and what that threshold detects (``windows_detected``, ``windows_missed``,
-    ``false_positives``; ``files``: per file, [detected, windows, false positives];
-    ``file_scores``: per file, its share of ``raw``)."""
-    out: dict[str, dict[str, Any]] = {}
-    window_count = sum(len(windows.get(name, [])) for name in files)
-    for profile, cost in profiles.items():
-        per_file: dict[str, list[SweepRow]] = {}
-        null_rows: list[SweepRow] = []
-        for name, (timestamps, scores) in files.items():
-            file_windows = windows.get(name, [])
-            per_file[name] = sweep_file(timestamps, scores, file_windows, name, cost)
-            null_rows.extend(sweep_file(timestamps, [_NULL_SCORE] * len(timestamps), file_windows, name, cost))
-        threshold, raw = best_threshold([r for rows in per_file.values() for r in rows], cost)
-        _, null = best_threshold(null_rows, cost)
-        perfect = window_count * cost.tp
-        found = {name: count_detections(rows, threshold, cost) for name, rows in per_file.items()}
-        total = sum(found.values(), Detections())
-        out[profile] = {
-            "score": 100.0 * (raw - null) / (perfect - null),
-            "raw": raw,
-            "threshold": threshold,
-            "null": null,
-            "perfect": perfect,
-            "windows_detected": total.detected,
-            "windows_missed": total.missed,
-            "false_positives": total.false_positives,
-            "files": {name: [d.detected, d.windows, d.false_positives] for name, d in found.items()},
-            "file_scores": {name: d.score for name, d in found.items()},
+    """``CorpusScorer.scores`` of one detector's scores (``files``: per file, its timestamps and
+    scores)."""
+    scorer = CorpusScorer({name: timestamps for name, (timestamps, _) in files.items()}, windows, profiles)
+    return scorer.scores({name: scores for name, (_, scores) in files.items()})
+
+
+class CorpusScorer:
+    """NAB's scoring of a corpus, for as many detectors' scores as are asked: each record's sweep
+    weight and window, and the null detector's score, depend on the labels alone, so they are
+    worked out once per profile."""
+
+    def __init__(
+        self,
+        timestamps: Mapping[str, Sequence[datetime]],
+        windows: Mapping[str, Sequence[tuple[datetime, datetime]]],
+        profiles: Mapping[str, CostMatrix],
+    ) -> None:
+        self.profiles = profiles
+        self.window_count = sum(len(windows.get(name, [])) for name in timestamps)
+        # The null detector's rows: a constant score beside every record's weight and window.
+        self._null_rows = {
+            profile: {
+                name: sweep_file(ts, [_NULL_SCORE] * len(ts), windows.get(name, []), name, cost)
+                for name, ts in timestamps.items()
+            }
+            for profile, cost in profiles.items()
         }
-    return out
+        self._null = {
+            profile: best_threshold([r for rows in per_file.values() for r in rows], profiles[profile])[1]
+            for profile, per_file in self._null_rows.items()
+        }
+
+    def scores(self, scores: Mapping[str, Sequence[float]]) -> dict[str, dict[str, Any]]:
+        """Per profile: the normalised score, the raw score, its threshold, the null/perfect
+        anchors, and what that threshold detects (``windows_detected``, ``windows_missed``,
+        ``false_positives``; ``files``: per file, [detected, windows, false positives];
+        ``file_scores``: per file, its share of ``raw``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for profile, cost in self.profiles.items():
+            per_file: dict[str, list[SweepRow]] = {}
+            for name, null_rows in self._null_rows[profile].items():
+                if len(scores[name]) != len(null_rows):
+                    raise ValueError(f"{name}: {len(null_rows)} timestamps but {len(scores[name])} scores")
+                per_file[name] = [
+                    SweepRow(float(s), r.sweep_score, r.window) for s, r in zip(scores[name], null_rows, strict=True)
+                ]
+            threshold, raw = best_threshold([r for rows in per_file.values() for r in rows], cost)
+            null = self._null[profile]
+            perfect = self.window_count * cost.tp
+            found = {name: count_detections(rows, threshold, cost) for name, rows in per_file.items()}
+            total = sum(found.values(), Detections())
+            out[profile] = {
+                "score": 100.0 * (raw - null) / (perfect - null),
+                "raw": raw,
+                "threshold": threshold,
+                "null": null,
+                "perfect": perfect,
+                "windows_detected": total.detected,
+                "windows_missed": total.missed,
+                "false_positives": total.false_positives,
+                "files": {name: [d.detected, d.windows, d.false_positives] for name, d in found.items()},
+                "file_scores": {name: d.score for name, d in found.items()},
+            }
+        return out

@@ -31,7 +31,7 @@ import numpy as np
 from models.detector import Detector
 from models.features import FeatureSpec
 from models.likelihood import AnomalyLikelihood
-from models.nab import corpus_scores, load_profiles, load_windows, parse_nab_time
+from models.nab import CorpusScorer, load_profiles, load_windows, parse_nab_time
 from pipeline.errors import InputFileError
 from producers.files import read_nab
 
@@ -107,16 +107,16 @@ def run_nab(
     surprise = [[r.surprise for r in scored] for scored in results]
     spells = [spell_starts([r.anomalous and r.rule == "stuck" for r in scored]) for scored in results]
     scores = likelihood.score_streams(surprise, values, spells)
-    baseline = likelihood.score_streams([running_z(v) for v in values], values)
+    baseline = likelihood.score_streams(running_z(values), values)
     scored = {
         name: NabFile(timestamps, values[i], scores[i], np.array([float(r.alert) for r in results[i]]), baseline[i])
         for i, (name, (timestamps, _)) in enumerate(files.items())
     }
-    profiles = load_profiles(profiles_file)
+    scorer = CorpusScorer({n: f.timestamps for n, f in scored.items()}, windows, load_profiles(profiles_file))
 
     def summary(column: Callable[[NabFile], np.ndarray]) -> dict[str, Any]:
         """One column of every file scored as NAB does: each profile's score and its details."""
-        details = corpus_scores({n: (f.timestamps, list(column(f))) for n, f in scored.items()}, windows, profiles)
+        details = scorer.scores({n: column(f).tolist() for n, f in scored.items()})
         return {**{profile: round(v["score"], 2) for profile, v in details.items()}, "details": details}
 
     result = {
@@ -142,12 +142,30 @@ def spell_starts(stuck: Sequence[bool] | np.ndarray) -> np.ndarray:
     return stuck & ~np.concatenate([[False], stuck[:-1]])
 
 
-def running_z(values: np.ndarray) -> np.ndarray:
-    """|z| of each value against its stream's running statistics before it (0 for the first).
+def running_z(streams: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per stream, |z| of each value against the stream's running statistics before it (0 for
+    the first). The streams step together, the t-th value of every stream that has one at a
+    time: ~16x fewer calls than stream after stream on NAB's 58 files.
 
-    >>> [round(float(z), 2) for z in running_z(np.array([1.0, 3.0, 2.0, 10.0]))]  # 50: the clip
-    [0.0, 50.0, 0.0, 9.8]
+    >>> [[round(float(z), 2) for z in zs] for zs in running_z([np.array([1.0, 3.0, 2.0, 10.0]), np.array([5.0])])]
+    [[0.0, 50.0, 0.0, 9.8], [0.0]]
     """
-    targets = np.stack([values, np.zeros(len(values))], axis=1)  # the time gap: not judged here
-    y, _, _, _ = _RUNNING.normalise_sequence(targets, _RUNNING.new_norm())
-    return np.abs(y[:, 0])
+    lengths = np.array([len(values) for values in streams], dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")  # longest first: the streams still going are a prefix
+    norms = np.repeat(_RUNNING.new_norm()[None, :], len(streams), axis=0)
+    z = np.zeros((len(streams), int(lengths.max(initial=0))))
+    padded = np.zeros_like(z)
+    for row, stream in enumerate(order):
+        padded[row, : lengths[stream]] = streams[stream]
+    going = len(streams)
+    for t in range(z.shape[1]):
+        while lengths[order[going - 1]] <= t:
+            going -= 1
+        # The time gap: not judged here.
+        targets = np.stack([padded[:going, t], np.zeros(going)], axis=1)
+        y, _, _, norms[:going] = _RUNNING.normalise_batch(targets, norms[:going])
+        z[:going, t] = np.abs(y[:, 0])
+    out: list[np.ndarray] = [np.empty(0)] * len(streams)
+    for row, stream in enumerate(order):
+        out[stream] = z[row, : lengths[stream]]
+    return out

@@ -90,8 +90,8 @@ def test_bad_model_directories_are_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(900)
 def test_evaluate_nab_prints_the_three_profiles(nab_dir: Path, tmp_path: Path) -> None:
-    # The whole corpus, 365,558 records, and a page of 58 plots: ~70 s here, alone (~4 min while
-    # each file was scored on its own, one event a step).
+    # The whole corpus, 365,558 records, and a page of 58 plots: 1.5-2.5 min here, alone, as the
+    # machine's load goes (~4 min more while each file was scored on its own, one event a step).
     result = gruwatch(
         "evaluate", "nab", "--data", str(nab_dir), "--json", "--report", str(tmp_path / "report"), timeout=900
     )

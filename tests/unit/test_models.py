@@ -704,23 +704,33 @@ def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() ->
     assert gated.spec.likelihood_gate
     ungated = copy.deepcopy(gated)
     ungated.spec.likelihood_gate = False
-    learned = slice(GATE.learning, 3500)
-    alerts_with = alerts_without = 0
+    streams, length = 3, 4000
+    values = []
     for seed in (13, 1, 2):
         rng = np.random.default_rng(seed)
-        values = 100 + 2 * rng.standard_t(2.5, 4000)
-        values[3500] = values[:3500].max() + 30
-        events = [(1_767_225_600_000 + 300_000 * i, {"value": float(v)}) for i, v in enumerate(values)]
-        with_gate, _ = gated.score_sequence(events)
-        without, _ = ungated.score_sequence(events)
-        alerts_with += sum(r.alert for r in with_gate[learned])
-        alerts_without += sum(r.alert for r in without[learned])
-        assert with_gate[3500].alert
-        # Heavy tails keep making excursions: within its first 1,000 readings such a stream is no
-        # longer tame, and its residual rule stays gated (models.residual).
-        assert not gated.sequence_scores(events).residual_tame[1000:3500].any()
-        # Until the stream has a history the gate lets the calibration decide alone.
-        assert [r.anomalous for r in with_gate[: GATE.learning]] == [r.anomalous for r in without[: GATE.learning]]
+        series = 100 + 2 * rng.standard_t(2.5, length)
+        series[3500] = series[:3500].max() + 30
+        values += [{"value": float(v)} for v in series]
+    ts = np.tile(1_767_225_600_000 + 300_000 * np.arange(length), streams)
+
+    def stepped(detector: Detector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three streams as one batch (score_streams' way: what each gives alone, ~3x faster):
+        per stream and event, alert and anomalous flags, and whether the stream was tame."""
+        states = StateBatch.of([detector.new_state() for _ in range(streams)], detector.hidden, detector.spec.norm_size)
+        out, decision, _ = detector.step_batch(states, ts, values, np.full(streams, length))
+        shape = (streams, length)
+        return decision.alert.reshape(shape), decision.anomalous.reshape(shape), out.residual_tame.reshape(shape)
+
+    with_gate, anomalous_with, tame = stepped(gated)
+    without, anomalous_without, _ = stepped(ungated)
+    learned = slice(GATE.learning, 3500)
+    alerts_with, alerts_without = int(with_gate[:, learned].sum()), int(without[:, learned].sum())
+    assert with_gate[:, 3500].all()
+    # Heavy tails keep making excursions: within its first 1,000 readings such a stream is no
+    # longer tame, and its residual rule stays gated (models.residual).
+    assert not tame[:, 1000:3500].any()
+    # Until the stream has a history the gate lets the calibration decide alone.
+    assert (anomalous_with[:, : GATE.learning] == anomalous_without[:, : GATE.learning]).all()
     assert alerts_without >= 30 and alerts_with <= alerts_without * 2 / 3, (alerts_with, alerts_without)
 
 
@@ -914,20 +924,28 @@ def test_the_time_gap_is_judged_by_its_own_term_not_in_the_score() -> None:
     is the values' terms alone, and the gap keeps its own term's calibration."""
     detector = shipped("generic")
     spikes = (1200, 2200, 2800)
-    for seed in range(5):
+    seeds, length = 5, 3000
+    ts, values = [], []
+    for seed in range(seeds):
         rng = np.random.default_rng(seed)
-        ts = five_minutes_missing_every_500th(rng)
-        values = rng.normal(100, 3, 3000)
+        ts.append(five_minutes_missing_every_500th(rng))
+        series = rng.normal(100, 3, length)
         for at in spikes:
-            values[at] = 100 + 5.5 * 3 * (1 if at % 400 else -1)
-        events = [(int(t), {"value": float(v)}) for t, v in zip(ts, values, strict=True)]
-        scored = detector.sequence_scores(events)
-        np.testing.assert_allclose(scored.score, scored.terms[:, :-1].sum(axis=1))
-        gaps = np.flatnonzero(np.diff(ts, prepend=ts[0]) > 600_000)
-        assert scored.terms[gaps, -1].min() > 10 * np.median(scored.terms[:, -1]), seed
-        results, _ = detector.score_sequence(events)
-        assert all(results[at].anomalous for at in spikes), (seed, [results[at].probability for at in spikes])
-        assert not any(results[i].anomalous for i in gaps), seed
+            series[at] = 100 + 5.5 * 3 * (1 if at % 400 else -1)
+        values += [{"value": float(v)} for v in series]
+    # The five streams as one batch (score_streams' way: what each gives alone, ~3x faster).
+    states = StateBatch.of([detector.new_state() for _ in range(seeds)], detector.hidden, detector.spec.norm_size)
+    scored, decision, _ = detector.step_batch(states, np.concatenate(ts), values, np.full(seeds, length))
+    np.testing.assert_allclose(scored.score, scored.terms[:, :-1].sum(axis=1))
+    terms, anomalous = scored.terms[:, -1].reshape(seeds, length), decision.anomalous.reshape(seeds, length)
+    for seed in range(seeds):
+        gaps = np.flatnonzero(np.diff(ts[seed], prepend=ts[seed][0]) > 600_000)
+        assert terms[seed, gaps].min() > 10 * np.median(terms[seed]), seed
+        assert anomalous[seed, list(spikes)].all(), (
+            seed,
+            decision.probability.reshape(seeds, length)[seed, list(spikes)],
+        )
+        assert not anomalous[seed, gaps].any(), seed
 
 
 def test_a_sustained_lift_is_anomalous_where_no_single_event_is() -> None:

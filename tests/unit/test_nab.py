@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.likelihood import LIKELIHOOD_TOP, SPELL_SCORE, AnomalyLikelihood
 from models.nab import (
+    CorpusScorer,
     CostMatrix,
+    SweepRow,
     best_threshold,
     corpus_scores,
     load_profiles,
@@ -77,6 +82,55 @@ def test_early_detection_beats_late_and_false_positives_cost() -> None:
     # A constant score: detecting everything costs more than the window is worth, so the best
     # threshold detects nothing and pays fn for the window (the null detector's baseline).
     assert best_threshold(sweep_file(ts, [0.5] * 1000, window, "f", cost), cost) == (1.1, -1.0)
+
+
+def _best_total_afresh(rows: list[SweepRow], cost: CostMatrix) -> float:
+    """The best total over every threshold, each total summed from nothing: NAB's own way."""
+    scorable = [r for r in rows if r.window != "probationary"]
+    best = -math.inf
+    for threshold in {1.1, *(r.anomaly_score for r in scorable)}:
+        parts: dict[str | None, float] = {r.window: -cost.fn for r in scorable if r.window is not None}
+        outside = 0.0
+        for r in scorable:
+            if r.anomaly_score >= threshold:
+                if r.window is None:
+                    outside += r.sweep_score
+                else:
+                    parts[r.window] = max(parts[r.window], r.sweep_score)
+        best = max(best, sum(parts.values()) + outside)
+    return best
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9]), st.sampled_from([None, "a", "b", "c"])), max_size=40
+    ),
+    st.lists(st.floats(-1.0, 1.0), min_size=40, max_size=40),
+)
+def test_the_sweep_keeps_the_total_every_threshold_would_sum(
+    records: list[tuple[float, str | None]], weights: list[float]
+) -> None:
+    """best_threshold keeps its total as records come in, rather than summing every window's part
+    at each threshold: the same best total as working each one out afresh, ties and all."""
+    cost = CostMatrix(tp=1.0, fp=0.11, fn=1.0)
+    rows = [SweepRow(score, weight, window) for (score, window), weight in zip(records, weights, strict=False)]
+    assert best_threshold(rows, cost)[1] == pytest.approx(_best_total_afresh(rows, cost), abs=1e-9)
+
+
+def test_one_scorer_scores_each_detector_as_alone() -> None:
+    """``evaluate nab`` weighs the corpus once and scores three columns with it: each column scores
+    as it would alone, and a column of the wrong length is refused."""
+    ts = _series(1000)
+    windows = {"a": [(ts[300], ts[349])], "b": [(ts[500], ts[549])]}
+    profiles = {"standard": CostMatrix(tp=1.0, fp=0.11, fn=1.0), "low_fn": CostMatrix(tp=1.0, fp=0.055, fn=2.0)}
+    rng = np.random.default_rng(5)
+    columns = [{name: rng.random(1000).tolist() for name in windows} for _ in range(3)]
+    scorer = CorpusScorer({name: ts for name in windows}, windows, profiles)
+    for column in columns:
+        assert scorer.scores(column) == corpus_scores({n: (ts, s) for n, s in column.items()}, windows, profiles)
+    with pytest.raises(ValueError, match="1000 timestamps but 999 scores"):
+        scorer.scores({"a": [0.0] * 999, "b": [0.0] * 1000})
 
 
 def test_probationary_records_are_never_scored() -> None:

@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.waves import Waves
+
 __all__ = [
     "GATE_FIELDS",
     "LIKELIHOOD_TOP",
@@ -133,26 +135,16 @@ class AnomalyLikelihood:
         if len(widths) > 1:
             raise ValueError(f"streams of different numbers of features: {sorted(widths)}")
         features = widths.pop() if widths else 1
-        order = np.argsort(-lengths, kind="stable")  # longest first: each wave's streams are a prefix
-        size, waves = len(lengths), int(lengths.max(initial=0))
-        surprise = np.zeros((size, waves))
-        value = np.zeros((size, waves, features))
-        spell = np.zeros((size, waves), dtype=bool)
-        for row, i in enumerate(order):
-            n = lengths[i]
-            surprise[row, :n], value[row, :n] = surprises[i], rows[i]
-            if spells is not None:
-                spell[row, :n] = spells[i]
+        waves = Waves(lengths)
+        surprise, value = waves.pad(surprises), waves.pad(rows, (features,))
+        size = len(lengths)
+        spell = waves.pad(spells, dtype=bool) if spells is not None else np.zeros((size, waves.count), dtype=bool)
         memory, prev_red = np.zeros((size, gate_size(features))), np.zeros(size, dtype=bool)
-        scores = np.zeros((size, waves))
-        remaining = lengths[order]
-        for t in range(waves):
-            k = int(np.count_nonzero(remaining > t))
+        scores = np.zeros((size, waves.count))
+        for t in range(waves.count):
+            k = waves.going(t)
             scores[:k, t] = self._wave(memory[:k], surprise[:k, t], value[:k, t], t, prev_red[:k], spell[:k, t])
-        out: list[np.ndarray] = [np.zeros(0)] * size
-        for row, i in enumerate(order):
-            out[i] = scores[row, : lengths[i]].copy()
-        return out
+        return waves.unpad(scores)
 
     def _wave(
         self,

@@ -24,8 +24,8 @@ import models.excursions
 import models.residual
 import models.seasonal
 from models.artifacts import ModelError, load_detector, save_detector, shipped_model_dir
-from models.calibration import Calibration, EpisodeArrays, EpisodeState
-from models.detector import GATE, Detector, Scored, StateBatch, StreamState
+from models.calibration import BatchDecision, Calibration, EpisodeArrays, EpisodeState
+from models.detector import GATE, BatchScores, Detector, Scored, StateBatch, StreamState
 from models.evaluate import ScoredEvent, average_precision, evaluate
 from models.features import DEFAULT_SPECS, FLAG_LOG_SCALE_MIN, FeatureSpec
 from models.gru import GRUDetector
@@ -51,6 +51,17 @@ def streams_of(events: list[dict]) -> dict[str, list[tuple[int, dict]]]:
     for e in events:
         out[e["key"]].append((e["ts"], e["values"]))
     return out
+
+
+def step_fresh_streams(
+    detector: Detector, ts: np.ndarray, values: list[dict], streams: int, length: int
+) -> tuple[BatchScores, BatchDecision]:
+    """``streams`` fresh streams of ``length`` events each (``ts`` and ``values`` stream after
+    stream) as one ``step_batch`` call, score_streams' way: what each gives alone, several times
+    faster than stream after stream."""
+    states = StateBatch.of([detector.new_state() for _ in range(streams)], detector.hidden, detector.spec.norm_size)
+    scores, decision, _ = detector.step_batch(states, ts, values, np.full(streams, length))
+    return scores, decision
 
 
 def step_in_runs(
@@ -714,10 +725,8 @@ def test_the_likelihood_gate_holds_back_what_a_streams_own_history_explains() ->
     ts = np.tile(1_767_225_600_000 + 300_000 * np.arange(length), streams)
 
     def stepped(detector: Detector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The three streams as one batch (score_streams' way: what each gives alone, ~3x faster):
-        per stream and event, alert and anomalous flags, and whether the stream was tame."""
-        states = StateBatch.of([detector.new_state() for _ in range(streams)], detector.hidden, detector.spec.norm_size)
-        out, decision, _ = detector.step_batch(states, ts, values, np.full(streams, length))
+        """Per stream and event: alert and anomalous flags, and whether the stream was tame."""
+        out, decision = step_fresh_streams(detector, ts, values, streams, length)
         shape = (streams, length)
         return decision.alert.reshape(shape), decision.anomalous.reshape(shape), out.residual_tame.reshape(shape)
 
@@ -933,9 +942,7 @@ def test_the_time_gap_is_judged_by_its_own_term_not_in_the_score() -> None:
         for at in spikes:
             series[at] = 100 + 5.5 * 3 * (1 if at % 400 else -1)
         values += [{"value": float(v)} for v in series]
-    # The five streams as one batch (score_streams' way: what each gives alone, ~3x faster).
-    states = StateBatch.of([detector.new_state() for _ in range(seeds)], detector.hidden, detector.spec.norm_size)
-    scored, decision, _ = detector.step_batch(states, np.concatenate(ts), values, np.full(seeds, length))
+    scored, decision = step_fresh_streams(detector, np.concatenate(ts), values, seeds, length)
     np.testing.assert_allclose(scored.score, scored.terms[:, :-1].sum(axis=1))
     terms, anomalous = scored.terms[:, -1].reshape(seeds, length), decision.anomalous.reshape(seeds, length)
     for seed in range(seeds):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.tails import normal_tail
+from models.tails import student_tail
 
 __all__ = [
     "CAP",
@@ -139,9 +139,7 @@ def jump_tail(
     standing = judged & known
     with np.errstate(over="ignore"):  # a wild value's ratio: past 1e100 its chance is 0 all the same
         ratio = np.minimum(np.where(standing, np.abs(deviation) / sd, 0.0), 1e100)
-    dof = np.minimum(np.maximum(scalars[..., 1], 1.0), _SPREAD_DOF)
-    normal = np.sqrt(dof * np.log1p(ratio * ratio / dof)) * (8.0 * dof + 1.0) / (8.0 * dof + 3.0)
-    return normal_tail(normal)
+    return student_tail(ratio, np.minimum(np.maximum(scalars[..., 1], 1.0), _SPREAD_DOF))
 
 
 def deviation_spread(scalars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ from models.likelihood import AnomalyLikelihood, advance_gate
 from models.residual import TAME_VERDICT, advance_residual
 from models.scorer import GRUScorer
 from models.seasonal import advance_seasonal
+from models.spike import advance_spike
 
 if TYPE_CHECKING:
     from models.gru import GRUDetector
@@ -158,6 +159,11 @@ class BatchScores:
     coupled: np.ndarray
     coupled_usual: np.ndarray
     coupling: np.ndarray
+    # Per event and feature, where the spike rule's word on the stream's previous reading is the
+    # rarest of the expectation rules': that reading and the midpoint of its neighbours
+    # (models.spike); NaN elsewhere; no columns when the rule is off.
+    spiked: np.ndarray
+    spiked_usual: np.ndarray
 
     @classmethod
     def of(
@@ -205,6 +211,8 @@ class BatchScores:
             np.zeros((len(score), 0)),
             np.zeros((len(score), 0)),
             np.ones(len(score)),
+            np.zeros((len(score), 0)),
+            np.zeros((len(score), 0)),
         )
 
     @property
@@ -230,6 +238,8 @@ class BatchScores:
                 self.usual[i],
                 self.coupled[i],
                 self.coupled_usual[i],
+                self.spiked[i],
+                self.spiked_usual[i],
                 lead_coupled=decision.rule == "coupling",
             )
         return Scored(
@@ -366,6 +376,7 @@ class Detector:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
         if level_ac is not None:
             out.usual = np.full((len(ts), len(spec.names)), np.nan)
+            out.spiked, out.spiked_usual = (np.full((len(ts), len(spec.names)), np.nan) for _ in range(2))
         if spec.coupling_rule:
             out.coupled = np.zeros((len(ts), len(spec.names)))
             out.coupled_usual = np.full((len(ts), len(spec.names)), np.nan)
@@ -383,7 +394,7 @@ class Detector:
                         memory, out.surprise[index], targets[index, :n], count
                     )
                 if level_ac is not None:
-                    chance, out.usual[index] = self._advance_expectations(
+                    chance, out.usual[index], out.spiked[index], out.spiked_usual[index] = self._advance_expectations(
                         memory, targets[index, :n], ts[index], count, level_ac[index], out.residual_tame[index]
                     )
                     out.level[index] = np.minimum(out.level[index], chance)
@@ -518,19 +529,23 @@ class Detector:
         seen: np.ndarray,
         level_ac: np.ndarray,
         tame: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Advance the seasonal and autoregressive rules (those on) of streams whose memories are
-        the rows of ``memory`` (updated in place) by one event each: their transformed values,
-        times, the events each had seen before, the level rule's autocorrelation after it and
-        whether the stream is tame (the residual rule's word). Returns the events' chances, the
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Advance the seasonal, autoregressive and spike rules (those on) of streams whose
+        memories are the rows of ``memory`` (updated in place) by one event each: their transformed
+        values, times, the events each had seen before, the level rule's autocorrelation after it
+        and whether the stream is tame (the residual rule's word). Returns the events' chances, the
         rarest rule's, heeded on tame streams only (1 elsewhere: real series' days differ, and their
-        values' steps are heavy-tailed) but for the autoregressive rule's jumps, heeded on streams
-        too young for that word as well; and their values' usual levels: the expectation of the
-        rarest rule (models.seasonal.advance_seasonal, models.autoregressive)."""
+        values' steps are heavy-tailed) but for the autoregressive rule's jumps and the spike rule,
+        heeded on streams too young for that word as well; their values' usual levels: the
+        expectation of the rarest rule (models.seasonal.advance_seasonal, models.autoregressive);
+        and, where the spike rule is the rarest, the previous reading and its neighbours' midpoint
+        (models.spike; NaN elsewhere)."""
         seen = np.asarray(seen, dtype=np.float64)
         chance, usual = np.ones(len(values)), np.full(values.shape, np.nan)
+        spiked, spiked_usual = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
         if self.spec.seasonal_rule:
             chance, usual = advance_seasonal(memory[:, self.spec.seasonal_slice], values, ts, seen, level_ac)
+        ungated = tame | (seen < TAME_VERDICT)  # the rules a young stream heeds as well as a tame one
         if self.spec.autoregressive_rule:
             lagged, jump, predicted = advance_autoregressive(
                 memory[:, self.spec.autoregressive_slice], values, seen, level_ac
@@ -538,10 +553,18 @@ class Detector:
             rarer = lagged < chance
             usual = np.where(rarer[:, None] | np.isnan(usual), predicted, usual)
             chance = np.where(tame, np.minimum(chance, lagged), 1.0)
-            jump = np.where(tame | (seen < TAME_VERDICT), jump, 1.0)
+            jump = np.where(ungated, jump, 1.0)
             usual = np.where((jump < chance)[:, None], predicted, usual)
-            return np.minimum(chance, jump), usual
-        return np.where(tame, chance, 1.0), usual
+            chance = np.minimum(chance, jump)
+        else:
+            chance = np.where(tame, chance, 1.0)
+        if self.spec.spike_rule:
+            spike, previous, midpoint = advance_spike(memory[:, self.spec.spike_slice], values, seen)
+            spike = np.where(ungated, spike, 1.0)
+            rarest = (spike < chance)[:, None]
+            spiked, spiked_usual = np.where(rarest, previous, np.nan), np.where(rarest, midpoint, np.nan)
+            chance = np.minimum(chance, spike)
+        return chance, usual, spiked, spiked_usual
 
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
@@ -585,9 +608,10 @@ class Detector:
             values = targets[:, : len(self.spec.names)]
             level_ac = self.spec.level_autocorrelation(memory)
             out.usual = np.full(values.shape, np.nan)
+            out.spiked, out.spiked_usual = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
             for i in range(len(events)):
                 at = slice(i, i + 1)
-                chance, out.usual[at] = self._advance_expectations(
+                chance, out.usual[at], out.spiked[at], out.spiked_usual[at] = self._advance_expectations(
                     row, values[at], ts[at], state.norm[:1] + i, level_ac[at], out.residual_tame[at]
                 )
                 out.level[at] = np.minimum(out.level[at], chance)
@@ -652,6 +676,8 @@ class Detector:
         usual: np.ndarray | None = None,
         coupled: np.ndarray | None = None,
         coupled_usual: np.ndarray | None = None,
+        spiked: np.ndarray | None = None,
+        spiked_usual: np.ndarray | None = None,
         lead_coupled: bool = False,
     ) -> list[dict[str, Any]]:
         """The targets that cost the most likelihood: actual and expected (raw units) and z (the
@@ -660,7 +686,9 @@ class Detector:
         the seasonal rule, its ``usual`` value at that time of day, once its stream has one; with
         the coupling rule, its ``z_coupling`` (its residual against what the stream's other
         features expect) and ``expected_by_others`` (that value), and with ``lead_coupled`` (the
-        rule flagged it) the features that broke away most come first."""
+        rule flagged it) the features that broke away most come first; with the spike rule, where
+        it flagged the previous reading, that reading as ``previous`` and the midpoint of its
+        neighbours as ``previous_expected``."""
         expected = self.spec.denormalise(mean.astype(np.float64), center, scale)
         actual = self.spec.denormalise(y, center, scale)
         coupled = np.zeros(0) if coupled is None else coupled
@@ -672,6 +700,10 @@ class Detector:
         names = self.spec.target_names
         stream_z = np.zeros(0) if stream_z is None else stream_z
         usual = self.spec.untransform(usual) if usual is not None and len(usual) else np.zeros(0)
+        spiked = self.spec.untransform(spiked) if spiked is not None and len(spiked) else np.zeros(0)
+        spiked_usual = (
+            self.spec.untransform(spiked_usual) if spiked_usual is not None and len(spiked_usual) else np.zeros(0)
+        )
         out: list[dict[str, Any]] = []
         for j in order:
             item = {
@@ -684,6 +716,9 @@ class Detector:
                 item["z_stream"] = round(float(stream_z[j]), 2)
             if j < len(usual) and math.isfinite(usual[j]):
                 item["usual"] = round(float(usual[j]), 4)
+            if j < len(spiked) and math.isfinite(spiked[j]):
+                item["previous"] = round(float(spiked[j]), 4)
+                item["previous_expected"] = round(float(spiked_usual[j]), 4)
             if j < len(coupled) and coupled[j]:
                 item["z_coupling"] = round(float(coupled[j]), 2)
                 item["expected_by_others"] = round(float(by_others[j]), 4)

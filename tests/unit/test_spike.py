@@ -1,0 +1,105 @@
+"""The spike rule (models.spike): a reading that leaves its stream's path and comes straight back,
+judged when the next reading is in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.spike import SPIKE_HISTORY, advance_spike, spike_size
+
+# The budget the detector gives the rule (the level rule's share of a false-alarm rate of 1e-4).
+_BAR = 1e-5
+
+
+def stepped(values: list[float]) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """Each value's chance that the reading before it was a spike, that reading and its
+    neighbours' midpoint, one stream stepped from a fresh memory; and the memory's unit after."""
+    memory = np.zeros((1, spike_size(1)))
+    chances, previous, midpoints = [], [], []
+    for seen, value in enumerate(values):
+        chance, before, midpoint = advance_spike(memory, np.array([[value]]), np.array([float(seen)]))
+        chances.append(float(chance[0]))
+        previous.append(float(before[0, 0]))
+        midpoints.append(float(midpoint[0, 0]))
+    return chances, np.array(previous), np.array(midpoints)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_spike_on_a_wandering_level_is_flagged_when_the_next_reading_comes_back(seed: int) -> None:
+    """A random walk (steps of 1) with noise of 2: a spike of 8 noise sds sits well inside a
+    wander of this size, and comes straight back. The reading after it is flagged, and names the
+    spiked reading and the midpoint of its neighbours; no normal reading is."""
+    rng = np.random.default_rng(seed)
+    values = list(100.0 + np.cumsum(rng.normal(0, 1.0, 400)) + rng.normal(0, 2.0, 400))
+    values[300] += 16.0
+    chances, previous, midpoints = stepped(values)
+    assert chances[301] < _BAR
+    assert previous[301] == values[300]
+    assert abs(midpoints[301] - values[300]) > 10.0
+    assert min(c for i, c in enumerate(chances) if i != 301) > _BAR
+
+
+def test_a_young_stream_has_no_word_until_its_history() -> None:
+    """Before SPIKE_HISTORY events the spread of r is a handful of values: no chance under 1."""
+    chances, _, midpoints = stepped([10.0, 11.0, 10.0, 50.0, 10.0, 11.0, 10.0, 11.0, 10.0, 11.0, 10.0])
+    assert chances[:SPIKE_HISTORY] == [1.0] * SPIKE_HISTORY
+    assert np.isnan(midpoints[:2]).all()  # no neighbours on both sides yet
+
+
+def test_a_trend_cancels_out() -> None:
+    """A straight line with a little noise: the midpoint of a reading's neighbours is where the
+    line is, so a reading 10 noise sds off it is flagged, though the line moves 3 sds a step."""
+    rng = np.random.default_rng(3)
+    values = [3.0 * i + rng.normal(0, 1.0) for i in range(200)]
+    values[150] += 10.0
+    chances, _, _ = stepped(values)
+    assert chances[151] < _BAR
+    assert min(c for i, c in enumerate(chances) if i != 151) > _BAR
+
+
+def test_counts_are_judged_on_their_root() -> None:
+    """A Poisson count at a rate of 0.5: a 4 among its 0s and 1s is one reading in ~600, and on the
+    raw counts r was 8 of its spreads (paged). On Anscombe's root it is not; a burst of 20 is."""
+    rng = np.random.default_rng(4)
+    counts = [float(v) for v in rng.poisson(0.5, 500)]
+    counts[200:203] = [0.0, 4.0, 0.0]
+    counts[400:403] = [0.0, 20.0, 0.0]
+    chances, _, _ = stepped(counts)
+    assert chances[202] > _BAR
+    assert chances[402] < _BAR
+    assert min(c for i, c in enumerate(chances) if i != 402) > _BAR
+
+
+def test_a_count_in_thousands_is_counted_in_its_unit() -> None:
+    """Counts of thousands (the unit the gcd finds) are judged as counts of 1: the spike of 30
+    where 5 are expected is flagged, and the unit is kept in the memory."""
+    rng = np.random.default_rng(5)
+    counts = [1000.0 * v for v in rng.poisson(5.0, 300)]
+    counts[250] = 30000.0
+    memory = np.zeros((1, spike_size(1)))
+    chances = []
+    for seen, value in enumerate(counts):
+        chance, _, _ = advance_spike(memory, np.array([[value]]), np.array([float(seen)]))
+        chances.append(float(chance[0]))
+    assert memory[0, 3] == 1000.0
+    assert chances[251] < _BAR
+    # One value off the whole numbers: the stream is no count stream, for good.
+    advance_spike(memory, np.array([[5500.5]]), np.array([300.0]))
+    advance_spike(memory, np.array([[5000.0]]), np.array([301.0]))
+    assert memory[0, 3] == -1.0
+
+
+def test_several_streams_step_as_each_alone() -> None:
+    """A batch of streams gives each stream what it gets stepped alone."""
+    rng = np.random.default_rng(6)
+    streams = [list(rng.normal(0, 1, 60) + 5.0 * k) for k in range(3)]
+    streams[1] = [float(v) for v in rng.poisson(3.0, 60)]
+    alone = [stepped(values)[0] for values in streams]
+    memory = np.zeros((3, spike_size(1)))
+    together = []
+    for seen in range(60):
+        values = np.array([[streams[k][seen]] for k in range(3)])
+        chance, _, _ = advance_spike(memory, values, np.full(3, float(seen)))
+        together.append(chance)
+    assert np.allclose(np.array(together).T, np.array(alone), rtol=1e-12, atol=0)

@@ -20,11 +20,11 @@ from models.autoregressive import advance_autoregressive
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.coupling import advance_coupling
 from models.features import FeatureSpec, latest_before
+from models.hindsight import advance_hindsight
 from models.likelihood import AnomalyLikelihood, advance_gate
 from models.residual import TAME_VERDICT, advance_residual
 from models.scorer import GRUScorer
 from models.seasonal import advance_seasonal
-from models.spike import advance_spike
 
 if TYPE_CHECKING:
     from models.gru import GRUDetector
@@ -159,11 +159,11 @@ class BatchScores:
     coupled: np.ndarray
     coupled_usual: np.ndarray
     coupling: np.ndarray
-    # Per event and feature, where the spike rule's word on the stream's previous reading is the
-    # rarest of the expectation rules': that reading and the midpoint of its neighbours
-    # (models.spike); NaN elsewhere; no columns when the rule is off.
-    spiked: np.ndarray
-    spiked_usual: np.ndarray
+    # Per event and feature, where the hindsight rule's word on the stream's previous reading is
+    # the rarest of the expectation rules': that reading and what it was judged against
+    # (models.hindsight); NaN elsewhere; no columns when the rule is off.
+    previous: np.ndarray
+    previous_expected: np.ndarray
 
     @classmethod
     def of(
@@ -238,8 +238,8 @@ class BatchScores:
                 self.usual[i],
                 self.coupled[i],
                 self.coupled_usual[i],
-                self.spiked[i],
-                self.spiked_usual[i],
+                self.previous[i],
+                self.previous_expected[i],
                 lead_coupled=decision.rule == "coupling",
             )
         return Scored(
@@ -376,7 +376,7 @@ class Detector:
             out.stream_z = np.zeros((len(ts), len(spec.names)))
         if level_ac is not None:
             out.usual = np.full((len(ts), len(spec.names)), np.nan)
-            out.spiked, out.spiked_usual = (np.full((len(ts), len(spec.names)), np.nan) for _ in range(2))
+            out.previous, out.previous_expected = (np.full((len(ts), len(spec.names)), np.nan) for _ in range(2))
         if spec.coupling_rule:
             out.coupled = np.zeros((len(ts), len(spec.names)))
             out.coupled_usual = np.full((len(ts), len(spec.names)), np.nan)
@@ -394,8 +394,10 @@ class Detector:
                         memory, out.surprise[index], targets[index, :n], count
                     )
                 if level_ac is not None:
-                    chance, out.usual[index], out.spiked[index], out.spiked_usual[index] = self._advance_expectations(
-                        memory, targets[index, :n], ts[index], count, level_ac[index], out.residual_tame[index]
+                    chance, out.usual[index], out.previous[index], out.previous_expected[index] = (
+                        self._advance_expectations(
+                            memory, targets[index, :n], ts[index], count, level_ac[index], out.residual_tame[index]
+                        )
                     )
                     out.level[index] = np.minimum(out.level[index], chance)
                 if spec.coupling_rule:
@@ -530,19 +532,19 @@ class Detector:
         level_ac: np.ndarray,
         tame: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Advance the seasonal, autoregressive and spike rules (those on) of streams whose
+        """Advance the seasonal, autoregressive and hindsight rules (those on) of streams whose
         memories are the rows of ``memory`` (updated in place) by one event each: their transformed
         values, times, the events each had seen before, the level rule's autocorrelation after it
         and whether the stream is tame (the residual rule's word). Returns the events' chances, the
         rarest rule's, heeded on tame streams only (1 elsewhere: real series' days differ, and their
-        values' steps are heavy-tailed) but for the autoregressive rule's jumps and the spike rule,
+        values' steps are heavy-tailed) but for the autoregressive rule's jumps and the hindsight rule,
         heeded on streams too young for that word as well; their values' usual levels: the
         expectation of the rarest rule (models.seasonal.advance_seasonal, models.autoregressive);
-        and, where the spike rule is the rarest, the previous reading and its neighbours' midpoint
-        (models.spike; NaN elsewhere)."""
+        and, where the hindsight rule is the rarest, the previous reading and what it was judged
+        against (models.hindsight; NaN elsewhere)."""
         seen = np.asarray(seen, dtype=np.float64)
         chance, usual = np.ones(len(values)), np.full(values.shape, np.nan)
-        spiked, spiked_usual = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
+        previous, previous_expected = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
         if self.spec.seasonal_rule:
             chance, usual = advance_seasonal(memory[:, self.spec.seasonal_slice], values, ts, seen, level_ac)
         ungated = tame | (seen < TAME_VERDICT)  # the rules a young stream heeds as well as a tame one
@@ -558,13 +560,14 @@ class Detector:
             chance = np.minimum(chance, jump)
         else:
             chance = np.where(tame, chance, 1.0)
-        if self.spec.spike_rule:
-            spike, previous, midpoint = advance_spike(memory[:, self.spec.spike_slice], values, seen)
-            spike = np.where(ungated, spike, 1.0)
-            rarest = (spike < chance)[:, None]
-            spiked, spiked_usual = np.where(rarest, previous, np.nan), np.where(rarest, midpoint, np.nan)
-            chance = np.minimum(chance, spike)
-        return chance, usual, spiked, spiked_usual
+        if self.spec.hindsight_rule:
+            hindsight, reading, judged_against = advance_hindsight(memory[:, self.spec.hindsight_slice], values, seen)
+            hindsight = np.where(ungated, hindsight, 1.0)
+            rarest = (hindsight < chance)[:, None]
+            previous = np.where(rarest, reading, np.nan)
+            previous_expected = np.where(rarest, judged_against, np.nan)
+            chance = np.minimum(chance, hindsight)
+        return chance, usual, previous, previous_expected
 
     def _chances(self, out: BatchScores) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Per event, the rarest feature term's and the residual rule's chances (None: rule off);
@@ -608,10 +611,10 @@ class Detector:
             values = targets[:, : len(self.spec.names)]
             level_ac = self.spec.level_autocorrelation(memory)
             out.usual = np.full(values.shape, np.nan)
-            out.spiked, out.spiked_usual = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
+            out.previous, out.previous_expected = np.full(values.shape, np.nan), np.full(values.shape, np.nan)
             for i in range(len(events)):
                 at = slice(i, i + 1)
-                chance, out.usual[at], out.spiked[at], out.spiked_usual[at] = self._advance_expectations(
+                chance, out.usual[at], out.previous[at], out.previous_expected[at] = self._advance_expectations(
                     row, values[at], ts[at], state.norm[:1] + i, level_ac[at], out.residual_tame[at]
                 )
                 out.level[at] = np.minimum(out.level[at], chance)
@@ -676,8 +679,8 @@ class Detector:
         usual: np.ndarray | None = None,
         coupled: np.ndarray | None = None,
         coupled_usual: np.ndarray | None = None,
-        spiked: np.ndarray | None = None,
-        spiked_usual: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
+        previous_expected: np.ndarray | None = None,
         lead_coupled: bool = False,
     ) -> list[dict[str, Any]]:
         """The targets that cost the most likelihood: actual and expected (raw units) and z (the
@@ -686,9 +689,9 @@ class Detector:
         the seasonal rule, its ``usual`` value at that time of day, once its stream has one; with
         the coupling rule, its ``z_coupling`` (its residual against what the stream's other
         features expect) and ``expected_by_others`` (that value), and with ``lead_coupled`` (the
-        rule flagged it) the features that broke away most come first; with the spike rule, where
-        it flagged the previous reading, that reading as ``previous`` and the midpoint of its
-        neighbours as ``previous_expected``."""
+        rule flagged it) the features that broke away most come first; with the hindsight rule,
+        where it flagged the previous reading, that reading as ``previous`` and what it was judged
+        against as ``previous_expected``."""
         expected = self.spec.denormalise(mean.astype(np.float64), center, scale)
         actual = self.spec.denormalise(y, center, scale)
         coupled = np.zeros(0) if coupled is None else coupled
@@ -700,9 +703,11 @@ class Detector:
         names = self.spec.target_names
         stream_z = np.zeros(0) if stream_z is None else stream_z
         usual = self.spec.untransform(usual) if usual is not None and len(usual) else np.zeros(0)
-        spiked = self.spec.untransform(spiked) if spiked is not None and len(spiked) else np.zeros(0)
-        spiked_usual = (
-            self.spec.untransform(spiked_usual) if spiked_usual is not None and len(spiked_usual) else np.zeros(0)
+        previous = self.spec.untransform(previous) if previous is not None and len(previous) else np.zeros(0)
+        previous_expected = (
+            self.spec.untransform(previous_expected)
+            if previous_expected is not None and len(previous_expected)
+            else np.zeros(0)
         )
         out: list[dict[str, Any]] = []
         for j in order:
@@ -716,9 +721,9 @@ class Detector:
                 item["z_stream"] = round(float(stream_z[j]), 2)
             if j < len(usual) and math.isfinite(usual[j]):
                 item["usual"] = round(float(usual[j]), 4)
-            if j < len(spiked) and math.isfinite(spiked[j]):
-                item["previous"] = round(float(spiked[j]), 4)
-                item["previous_expected"] = round(float(spiked_usual[j]), 4)
+            if j < len(previous) and math.isfinite(previous[j]):
+                item["previous"] = round(float(previous[j]), 4)
+                item["previous_expected"] = round(float(previous_expected[j]), 4)
             if j < len(coupled) and coupled[j]:
                 item["z_coupling"] = round(float(coupled[j]), 2)
                 item["expected_by_others"] = round(float(by_others[j]), 4)

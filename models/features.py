@@ -23,11 +23,11 @@ from models import cusum
 from models.autoregressive import autoregressive_size
 from models.bounds import DEVIATION_MAX, ROBUST_FROM
 from models.coupling import coupling_size
+from models.hindsight import hindsight_size
 from models.likelihood import gate_size
 from models.residual import residual_size
 from models.scorer import LOG_SCALE_MIN
 from models.seasonal import seasonal_single, seasonal_size
-from models.spike import spike_size
 
 __all__ = ["DEFAULT_SPECS", "FeatureSpec", "Transform", "latest_before"]
 
@@ -181,11 +181,11 @@ class FeatureSpec:
     # silent and the GRU's residuals are autocorrelated. Heeded, advanced and placed as the
     # seasonal rule is, with the same needs. Costs 25 floats per feature of stream state.
     autoregressive_rule: bool = False
-    # A decision rule for a reading that leaves the stream's path and comes straight back
-    # (models.spike), judged when the next reading is in: a spike the GRU's spread for a wandering
-    # or young stream holds. Heeded, advanced and placed as the seasonal rule is, with the same
-    # needs. Costs 4 floats per feature of stream state.
-    spike_rule: bool = False
+    # A decision rule for a reading judged once the next one is in (models.hindsight): a spike
+    # that came straight back, or the start of a step the next reading stayed with, which the
+    # GRU's spread for a wandering or young stream holds. Heeded, advanced and placed as the
+    # seasonal rule is, with the same needs. Costs 6 floats per feature of stream state.
+    hindsight_rule: bool = False
     # A decision rule for a feature that breaks away from the others it moves with
     # (models.coupling): a channel drifting off its siblings, or following their load inverted,
     # which the GRU predicts from the channel's own recent values and so follows step by step.
@@ -210,7 +210,7 @@ class FeatureSpec:
         rules = (
             ("seasonal", self.seasonal_rule),
             ("autoregressive", self.autoregressive_rule),
-            ("spike", self.spike_rule),
+            ("hindsight", self.hindsight_rule),
         )
         for rule, on in rules:
             if on and not (self.level_rule and self.residual_rule):
@@ -311,7 +311,7 @@ class FeatureSpec:
         CUSUMs, lag-1 autocorrelation and last standardised value (level_rule), then the residual
         rule's spreads, excursion counts and last excursions (residual_rule), then the seasonal
         rule's days (seasonal_rule), then the autoregressive rule's fits (autoregressive_rule), then
-        the spike rule's last values, spreads and units (spike_rule), then the coupling rule's mean
+        the hindsight rule's last values, spreads and units (hindsight_rule), then the coupling rule's mean
         and covariance (coupling_rule), then the likelihood gate's statistics (likelihood_gate)."""
         n = len(self.names)
         return self.coupling_slice.stop + (gate_size(n) if self.likelihood_gate else 0)
@@ -354,9 +354,9 @@ class FeatureSpec:
     @property
     def expectation_rules(self) -> bool:
         """Whether a rule judges values against what the stream is expected to read (the seasonal,
-        autoregressive and spike rules): the detector advances them together, after the residual
+        autoregressive and hindsight rules): the detector advances them together, after the residual
         rule."""
-        return self.seasonal_rule or self.autoregressive_rule or self.spike_rule
+        return self.seasonal_rule or self.autoregressive_rule or self.hindsight_rule
 
     @property
     def autoregressive_slice(self) -> slice:
@@ -365,15 +365,15 @@ class FeatureSpec:
         return slice(start, start + (autoregressive_size(len(self.names)) if self.autoregressive_rule else 0))
 
     @property
-    def spike_slice(self) -> slice:
-        """Where the spike rule's memory sits in a stream's memory (empty when off)."""
+    def hindsight_slice(self) -> slice:
+        """Where the hindsight rule's memory sits in a stream's memory (empty when off)."""
         start = self.autoregressive_slice.stop
-        return slice(start, start + (spike_size(len(self.names)) if self.spike_rule else 0))
+        return slice(start, start + (hindsight_size(len(self.names)) if self.hindsight_rule else 0))
 
     @property
     def coupling_slice(self) -> slice:
         """Where the coupling rule's memory sits in a stream's memory (empty when off)."""
-        start = self.spike_slice.stop
+        start = self.hindsight_slice.stop
         return slice(start, start + (coupling_size(len(self.names)) if self.coupling_rule else 0))
 
     @property

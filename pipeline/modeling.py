@@ -84,7 +84,7 @@ def spec_for(kind: str, data: Dataset) -> FeatureSpec:
         residual_rule=True,
         seasonal_rule=True,
         autoregressive_rule=True,
-        spike_rule=True,
+        hindsight_rule=True,
         likelihood_gate=True,
     )
 

@@ -76,18 +76,24 @@ def _plot_values(ax: Axes, times: Sequence[float], events: Sequence[Event], resu
         zorder=3,
         label="usual at that hour",
     )
+    # A hindsight alert judges the reading before it: its mark goes at that reading.
+    hindsight = _explained(times, results, feature, "previous_expected", lag=1)
+    _scatter(ax, hindsight, marker="_", s=120, color="#9467bd", zorder=3, label="expected, in hindsight")
     by_others = _explained(times, results, feature, "expected_by_others")
     _scatter(ax, by_others, marker="_", s=120, color="#1f77b4", zorder=3, label="expected by the other features")
     ax.set_ylabel(feature)
     ax.legend(loc="upper right", fontsize=8)
 
 
-def _explained(times: Sequence[float], results: Sequence[Scored], feature: str, key: str) -> list[tuple[float, float]]:
-    """(time, value) of ``key`` in the explanations of alerts that name ``feature`` with one."""
+def _explained(
+    times: Sequence[float], results: Sequence[Scored], feature: str, key: str, lag: int = 0
+) -> list[tuple[float, float]]:
+    """(time, value) of ``key`` in the explanations of alerts that name ``feature`` with one, at the
+    time of the event ``lag`` readings before the alert."""
     return [
-        (t, item[key])
-        for t, r in zip(times, results, strict=True)
-        if r.alert and r.explanation
+        (times[i - lag], item[key])
+        for i, r in enumerate(results)
+        if r.alert and r.explanation and i >= lag
         for item in r.explanation
         if item["feature"] == feature and key in item
     ]

@@ -1,12 +1,12 @@
-"""The spike rule (models.spike): a reading that leaves its stream's path and comes straight back,
-judged when the next reading is in."""
+"""The hindsight rule (models.hindsight): a reading judged once the next one is in, as a spike (it
+came straight back) or as the start of a step (the next reading stayed with it)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.spike import SPIKE_HISTORY, advance_spike, spike_size
+from models.hindsight import HINDSIGHT_HISTORY, advance_hindsight, hindsight_size
 
 # The budget the detector gives the rule (the level rule's share of a false-alarm rate of 1e-4).
 _BAR = 1e-5
@@ -15,10 +15,10 @@ _BAR = 1e-5
 def stepped(values: list[float]) -> tuple[list[float], np.ndarray, np.ndarray]:
     """Each value's chance that the reading before it was a spike, that reading and its
     neighbours' midpoint, one stream stepped from a fresh memory; and the memory's unit after."""
-    memory = np.zeros((1, spike_size(1)))
+    memory = np.zeros((1, hindsight_size(1)))
     chances, previous, midpoints = [], [], []
     for seen, value in enumerate(values):
-        chance, before, midpoint = advance_spike(memory, np.array([[value]]), np.array([float(seen)]))
+        chance, before, midpoint = advance_hindsight(memory, np.array([[value]]), np.array([float(seen)]))
         chances.append(float(chance[0]))
         previous.append(float(before[0, 0]))
         midpoints.append(float(midpoint[0, 0]))
@@ -33,17 +33,17 @@ def test_a_spike_on_a_wandering_level_is_flagged_when_the_next_reading_comes_bac
     rng = np.random.default_rng(seed)
     values = list(100.0 + np.cumsum(rng.normal(0, 1.0, 400)) + rng.normal(0, 2.0, 400))
     values[300] += 16.0
-    chances, previous, midpoints = stepped(values)
+    chances, previous, expected = stepped(values)
     assert chances[301] < _BAR
     assert previous[301] == values[300]
-    assert abs(midpoints[301] - values[300]) > 10.0
+    assert abs(expected[301] - values[300]) > 10.0
     assert min(c for i, c in enumerate(chances) if i != 301) > _BAR
 
 
 def test_a_young_stream_has_no_word_until_its_history() -> None:
-    """Before SPIKE_HISTORY events the spread of r is a handful of values: no chance under 1."""
+    """Before HINDSIGHT_HISTORY events the spread of r is a handful of values: no chance under 1."""
     chances, _, midpoints = stepped([10.0, 11.0, 10.0, 50.0, 10.0, 11.0, 10.0, 11.0, 10.0, 11.0, 10.0])
-    assert chances[:SPIKE_HISTORY] == [1.0] * SPIKE_HISTORY
+    assert chances[:HINDSIGHT_HISTORY] == [1.0] * HINDSIGHT_HISTORY
     assert np.isnan(midpoints[:2]).all()  # no neighbours on both sides yet
 
 
@@ -77,17 +77,17 @@ def test_a_count_in_thousands_is_counted_in_its_unit() -> None:
     rng = np.random.default_rng(5)
     counts = [1000.0 * v for v in rng.poisson(5.0, 300)]
     counts[250] = 30000.0
-    memory = np.zeros((1, spike_size(1)))
+    memory = np.zeros((1, hindsight_size(1)))
     chances = []
     for seen, value in enumerate(counts):
-        chance, _, _ = advance_spike(memory, np.array([[value]]), np.array([float(seen)]))
+        chance, _, _ = advance_hindsight(memory, np.array([[value]]), np.array([float(seen)]))
         chances.append(float(chance[0]))
-    assert memory[0, 3] == 1000.0
+    assert memory[0, -1] == 1000.0  # the unit, the memory's last float
     assert chances[251] < _BAR
     # One value off the whole numbers: the stream is no count stream, for good.
-    advance_spike(memory, np.array([[5500.5]]), np.array([300.0]))
-    advance_spike(memory, np.array([[5000.0]]), np.array([301.0]))
-    assert memory[0, 3] == -1.0
+    advance_hindsight(memory, np.array([[5500.5]]), np.array([300.0]))
+    advance_hindsight(memory, np.array([[5000.0]]), np.array([301.0]))
+    assert memory[0, -1] == -1.0
 
 
 def test_several_streams_step_as_each_alone() -> None:
@@ -96,10 +96,35 @@ def test_several_streams_step_as_each_alone() -> None:
     streams = [list(rng.normal(0, 1, 60) + 5.0 * k) for k in range(3)]
     streams[1] = [float(v) for v in rng.poisson(3.0, 60)]
     alone = [stepped(values)[0] for values in streams]
-    memory = np.zeros((3, spike_size(1)))
+    memory = np.zeros((3, hindsight_size(1)))
     together = []
     for seen in range(60):
         values = np.array([[streams[k][seen]] for k in range(3)])
-        chance, _, _ = advance_spike(memory, values, np.full(3, float(seen)))
+        chance, _, _ = advance_hindsight(memory, values, np.full(3, float(seen)))
         together.append(chance)
     assert np.allclose(np.array(together).T, np.array(alone), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_shift_in_a_noisy_wandering_level_is_flagged_on_its_second_reading(seed: int) -> None:
+    """A random walk (steps of 0.3) in noise of 1: a shift of 6 noise sds is flagged once its
+    second reading stays with the first, and names the first against the pair before; no normal
+    reading is flagged, and the shift's first reading alone is not (it could be a spike)."""
+    rng = np.random.default_rng(seed)
+    values = list(50.0 + np.cumsum(rng.normal(0, 0.3, 400)) + rng.normal(0, 1.0, 400))
+    values[300:] = [v + 6.0 for v in values[300:]]
+    chances, previous, expected = stepped(values)
+    assert chances[301] < _BAR
+    assert previous[301] == values[300]
+    assert expected[301] == pytest.approx((values[298] + values[299]) / 2)
+    assert min(c for i, c in enumerate(chances) if i not in (301, 302, 303)) > _BAR
+
+
+def test_a_step_in_counts_is_judged_on_their_root() -> None:
+    """A Poisson count at 8 that steps to 30 (7.8 of its sds) is flagged within the step's first
+    three readings; nothing before it is."""
+    rng = np.random.default_rng(7)
+    counts = [float(v) for v in rng.poisson(8.0, 200)] + [float(v) for v in rng.poisson(30.0, 30)]
+    chances, _, _ = stepped(counts)
+    assert min(chances[200:203]) < _BAR
+    assert min(chances[:200]) > _BAR

@@ -99,6 +99,13 @@ def _judged_as(values: np.ndarray, unit: np.ndarray) -> np.ndarray:
     return np.where(counting, 2.0 * np.sqrt(np.maximum(values / np.where(counting, unit, 1.0), 0.0) + 0.375), values)
 
 
+def _bounded(deviation: np.ndarray) -> np.ndarray:
+    """A deviation within ±DEVIATION_MAX: a wild reading (a sentinel such as 1e308) makes sums
+    that overflow to inf, or NaN (inf - inf), which is no deviation at all; its square stays finite
+    for the spreads."""
+    return np.clip(np.nan_to_num(deviation, nan=0.0), -DEVIATION_MAX, DEVIATION_MAX)
+
+
 def _deviate(
     value: np.ndarray, spread: np.ndarray, judged: np.ndarray, learned: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -122,12 +129,16 @@ def advance_hindsight(
     start of a step (B; 1 while the stream has seen fewer than HINDSIGHT_HISTORY events, or where
     it cannot matter), that reading (B, features) and what the rarer part judged it against
     (B, features; NaN before a stream's third event)."""
-    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # wild readings: _bounded
+        return _advance(memory, np.asarray(values, dtype=np.float64), np.asarray(seen, dtype=np.float64))
+
+
+def _advance(memory: np.ndarray, values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     features = values.shape[1]
     part = [memory[:, k * features : (k + 1) * features] for k in range(_PARTS)]
     past, spike_spread = part[:_HISTORY], part[_HISTORY]
     step_spreads, unit = part[_HISTORY + 1 : -1], part[-1]
-    seen = np.asarray(seen, dtype=np.float64)[:, None]
+    seen = seen[:, None]
     _advance_unit(unit, values)
     # Oldest first, this event's last (a young stream's slots before its first value are unused).
     x = [_judged_as(v, unit) for v in past] + [_judged_as(values, unit)]
@@ -136,20 +147,20 @@ def advance_hindsight(
 
     # A spike: the previous reading against the midpoint of its neighbours, where it came back.
     has_r = seen >= 2
-    r = np.where(has_r, np.clip(x[-2] - (x[-3] + x[-1]) / 2, -DEVIATION_MAX, DEVIATION_MAX), 0.0)
+    r = np.where(has_r, _bounded(x[-2] - (x[-3] + x[-1]) / 2), 0.0)
     back = np.abs(x[-1] - x[-3]) < np.abs(r)
     r_deviate, chance = _deviate(r, spike_spread, has_r & back & judging, np.where(has_r, seen - 2, -1.0))
-    midpoint = np.where(has_r, (raw[-3] + raw[-1]) / 2, np.nan)
+    midpoint = np.where(has_r, raw[-3] / 2 + raw[-1] / 2, np.nan)  # halves: 1e308 + 1e308 is inf
     expected = midpoint
     # A step: the last w readings against the w before them, where the run agrees.
     for width, spread in zip(_STEP_WIDTHS, step_spreads, strict=True):
         has_s = seen >= 2 * width - 1
         run, earlier = np.array(x[-width:]), np.array(x[-2 * width : -width])
-        s = np.where(has_s, np.clip(run.mean(axis=0) - earlier.mean(axis=0), -DEVIATION_MAX, DEVIATION_MAX), 0.0)
+        s = np.where(has_s, _bounded(run.mean(axis=0) - earlier.mean(axis=0)), 0.0)
         agrees = np.ptp(run, axis=0) < np.abs(s)
         _, s_chance = _deviate(s, spread, has_s & agrees & judging, np.where(has_s, seen - 2 * width + 1, -1.0))
         rarer = s_chance.min(axis=1) < chance.min(axis=1)
-        before = np.where(has_s, np.mean(raw[-2 * width : -width], axis=0), np.nan)
+        before = np.where(has_s, np.sum([v / width for v in raw[-2 * width : -width]], axis=0), np.nan)
         expected = np.where(rarer[:, None], before, expected)
         chance = np.where(rarer[:, None], s_chance, chance)
     previous = raw[-2].copy()

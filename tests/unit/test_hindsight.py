@@ -128,3 +128,14 @@ def test_a_step_in_counts_is_judged_on_their_root() -> None:
     chances, _, _ = stepped(counts)
     assert min(chances[200:203]) < _BAR
     assert min(chances[:200]) > _BAR
+
+
+def test_wild_readings_leave_chances_and_memory_finite() -> None:
+    """Sentinels of ±1e308 (their sums overflow to inf, inf - inf is NaN) are judged as what they
+    are, and leave no NaN behind: the memory stays finite and the stream is judged after them."""
+    values = [1.0, 2.0, 1.5] * 5 + [1e308, 1e308, -1e308, 1e308, 5.0] + [1.0, 2.0, 1.5] * 100
+    memory = np.zeros((1, hindsight_size(1)))
+    for seen, value in enumerate(values):
+        chance, _, _ = advance_hindsight(memory, np.array([[value]]), np.array([float(seen)]))
+        assert np.isfinite(chance).all() and np.isfinite(memory).all()
+    assert memory[0, -1] == -1.0  # no count stream: 1e308 is past the whole numbers judged as counts

@@ -139,3 +139,16 @@ def test_wild_readings_leave_chances_and_memory_finite() -> None:
         chance, _, _ = advance_hindsight(memory, np.array([[value]]), np.array([float(seen)]))
         assert np.isfinite(chance).all() and np.isfinite(memory).all()
     assert memory[0, -1] == -1.0  # no count stream: 1e308 is past the whole numbers judged as counts
+
+
+@pytest.mark.parametrize("at", [3, 8, 50])
+def test_a_sentinel_after_a_streams_first_readings_does_not_blind_it(at: int) -> None:
+    """A reading of 1e6 from a stream's 4th reading on (noise of 1 about 10) is capped by the
+    spreads it meets: a spike of 10 sds 300 readings later is flagged. (Among the first three, it is
+    the first value a spread learns, taken whole: the rule is blind on that stream, the others
+    are not.)"""
+    values = list(10.0 + np.random.default_rng(8).normal(0.0, 1.0, 400))
+    values[at] = 1e6
+    values[300] += 10.0
+    chances, _, _ = stepped(values)
+    assert chances[301] < _BAR

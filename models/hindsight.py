@@ -15,13 +15,15 @@ does. Per stream and feature, with x the readings (t the newest):
   closer to each other than the run is to the one before (a spike is no step).
 
 A wander, a cycle or a trend over a few readings cancels out of both (a straight line exactly),
-and what is left is the noise (r at 1.22 of its spread, s of two readings at 1) and the incident. Each
-has its own spread: an exponentially weighted mean of its squares, robust as the residual rule's
-(one value moves it by at most _CAP² times itself, so an incident does not teach the stream that
-it is spiky), and a spike more than _CAP spreads out is not the next reading's neighbour (its
-midpoint is). The rule's chance is the rarer part's: its largest deviation's two-sided tail under
-Student's t with as many degrees of freedom as its mean has taken values (up to _DOF_MAX), times
-the number of features.
+and what is left is the noise (r at 1.22 of its spread, s of two readings at 1) and the incident.
+Each has its own spread: an exponentially weighted mean of its squares, robust as the residual
+rule's (one value moves it by at most _CAP² times itself, so an incident does not teach the
+stream that it is spiky), and a spike more than _CAP spreads out is not the next reading's
+neighbour (its midpoint is). A spread's first value has nothing to be capped against and is taken
+whole: a sentinel among a stream's first three readings swells it, and the rule is blind on that
+stream (the other rules are not; a sentinel later is capped). The rule's chance is the rarer
+part's: its largest deviation's two-sided tail under Student's t with as many degrees of freedom
+as its mean has taken values (up to _DOF_MAX), times the number of features.
 
 A stream of whole numbers (all its values so far whole multiples of their greatest common divisor,
 its unit) is judged on Anscombe's root of its counts, 2·√(x / unit + 3/8), whose spread is the same
@@ -30,9 +32,9 @@ normal law on raw counts paged on it (4 of 5 false alerts the spike part added o
 file).
 
 The flag falls on the reading after the spike, or the step's second reading: one reading late,
-where the other rules missed it. An alert's explanation gives the reading
-before this one as ``previous`` and what it was judged against (its neighbours' midpoint, or the
-mean of the run before the step) as ``previous_expected``.
+where the other rules missed it. An alert's explanation gives the reading before this one as
+``previous`` and what it was judged against (its neighbours' midpoint, or the mean of the run
+before the step) as ``previous_expected``.
 
 Memory per stream: per feature, the last 2·max(w) - 1 values, the spreads and the unit
 (``hindsight_size``; the unit 0 before a value, -1 once one is not a whole number ≥ 0); how many

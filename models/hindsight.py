@@ -10,9 +10,11 @@ does. Per stream and feature, with x the readings (t the newest):
   r = x[t-1] - (x[t-2] + x[t]) / 2, judged only where it came back: further from both neighbours
   than they are from each other (the reading before a spike or a shift has an r of half the step
   too, but the step lies between its neighbours);
-- a step is a run of w readings far from the w before them (w of _STEP_WIDTHS),
-  s = mean(x[t-w+1..t]) - mean(x[t-2w+1..t-w]), judged only where the run agrees: its readings
-  closer to each other than the run is to the one before (a spike is no step).
+- a step is a pair of readings far from the pair before them,
+  s = (x[t-1] + x[t]) / 2 - (x[t-3] + x[t-2]) / 2, judged only where the pair agrees: closer to
+  each other than to the pair before (a spike is no step). Runs of three readings against the
+  three before as well (less noise, a reading later) caught 1 more incident on development seeds
+  9-11 for 3 more false alerts.
 
 A wander, a cycle or a trend over a few readings cancels out of both (a straight line exactly),
 and what is left is the noise (r at 1.22 of its spread, s of two readings at 1) and the incident.
@@ -36,7 +38,7 @@ where the other rules missed it. An alert's explanation gives the reading before
 ``previous`` and what it was judged against (its neighbours' midpoint, or the mean of the run
 before the step) as ``previous_expected``.
 
-Memory per stream: per feature, the last 2·max(w) - 1 values, the spreads and the unit
+Memory per stream: per feature, the last three values, the two spreads and the unit
 (``hindsight_size``; the unit 0 before a value, -1 once one is not a whole number ≥ 0); how many
 events the stream has seen comes from its running statistics.
 
@@ -72,13 +74,8 @@ _CAP = 4.0
 _DOF_MAX = 200.0
 # Whole numbers past this are not judged as counts (their gcd would overflow int64).
 _COUNT_MAX = 2.0**53
-# The steps' widths: runs of readings, each against the run of as many before it. Runs of 3 as well
-# (less noise, a reading later) caught 1 more incident on development seeds 9-11 for 3 more false
-# alerts.
-_STEP_WIDTHS = (2,)
-_HISTORY = 2 * max(_STEP_WIDTHS) - 1  # the past values kept
-# Floats per feature: the past values, oldest first, the spike's and each step's spread, the unit.
-_PARTS = _HISTORY + 1 + len(_STEP_WIDTHS) + 1
+# Floats per feature: x[t-3], x[t-2], x[t-1], the spike's spread, the step's spread, the unit.
+_PARTS = 6
 
 
 def hindsight_size(features: int) -> int:
@@ -137,38 +134,32 @@ def advance_hindsight(
 
 def _advance(memory: np.ndarray, values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     features = values.shape[1]
-    part = [memory[:, k * features : (k + 1) * features] for k in range(_PARTS)]
-    past, spike_spread = part[:_HISTORY], part[_HISTORY]
-    step_spreads, unit = part[_HISTORY + 1 : -1], part[-1]
+    third, second, last, spike_spread, step_spread, unit = (
+        memory[:, k * features : (k + 1) * features] for k in range(_PARTS)
+    )
     seen = seen[:, None]
     _advance_unit(unit, values)
-    # Oldest first, this event's last (a young stream's slots before its first value are unused).
-    x = [_judged_as(v, unit) for v in past] + [_judged_as(values, unit)]
-    raw = [*past, values]
+    # The readings as judged, oldest first (a young stream's slots before its first value are unused).
+    x3, x2, x1, x0 = (_judged_as(v, unit) for v in (third, second, last, values))
     judging = seen >= HINDSIGHT_HISTORY
 
     # A spike: the previous reading against the midpoint of its neighbours, where it came back.
     has_r = seen >= 2
-    r = np.where(has_r, _bounded(x[-2] - (x[-3] + x[-1]) / 2), 0.0)
-    back = np.abs(x[-1] - x[-3]) < np.abs(r)
-    r_deviate, chance = _deviate(r, spike_spread, has_r & back & judging, np.where(has_r, seen - 2, -1.0))
-    midpoint = np.where(has_r, raw[-3] / 2 + raw[-1] / 2, np.nan)  # halves: 1e308 + 1e308 is inf
-    expected = midpoint
-    # A step: the last w readings against the w before them, where the run agrees.
-    for width, spread in zip(_STEP_WIDTHS, step_spreads, strict=True):
-        has_s = seen >= 2 * width - 1
-        run, earlier = np.array(x[-width:]), np.array(x[-2 * width : -width])
-        s = np.where(has_s, _bounded(run.mean(axis=0) - earlier.mean(axis=0)), 0.0)
-        agrees = np.ptp(run, axis=0) < np.abs(s)
-        _, s_chance = _deviate(s, spread, has_s & agrees & judging, np.where(has_s, seen - 2 * width + 1, -1.0))
-        rarer = s_chance.min(axis=1) < chance.min(axis=1)
-        before = np.where(has_s, np.sum([v / width for v in raw[-2 * width : -width]], axis=0), np.nan)
-        expected = np.where(rarer[:, None], before, expected)
-        chance = np.where(rarer[:, None], s_chance, chance)
-    previous = raw[-2].copy()
+    r = np.where(has_r, _bounded(x1 - (x2 + x0) / 2), 0.0)
+    back = np.abs(x0 - x2) < np.abs(r)
+    r_deviate, r_chance = _deviate(r, spike_spread, has_r & back & judging, np.where(has_r, seen - 2, -1.0))
+    midpoint = np.where(has_r, second / 2 + values / 2, np.nan)  # halves: 1e308 + 1e308 is inf
+    # A step: the pair (previous, this) against the pair before it, where the pair agrees.
+    has_s = seen >= 3
+    s = np.where(has_s, _bounded((x1 + x0) / 2 - (x3 + x2) / 2), 0.0)
+    agrees = np.abs(x0 - x1) < np.abs(s)
+    _, s_chance = _deviate(s, step_spread, has_s & agrees & judging, np.where(has_s, seen - 3, -1.0))
+    stepped = (s_chance.min(axis=1) < r_chance.min(axis=1))[:, None]
+    chance = np.where(stepped, s_chance, r_chance)
+    expected = np.where(stepped, np.where(has_s, third / 2 + second / 2, np.nan), midpoint)
+    previous = last.copy()
     # A spike is not a neighbour: the next readings take the midpoint in its place, or the reading
     # after a spike would be judged too, and named as the spike.
-    raw[-2] = np.where(back & (r_deviate > _CAP), midpoint, raw[-2])
-    for k in range(_HISTORY):  # the past along by one, oldest first (each a view of the memory)
-        past[k][:] = raw[k + 1]
+    third[:], second[:] = second, np.where(back & (r_deviate > _CAP), midpoint, last)
+    last[:] = values
     return np.minimum(1.0, chance.min(axis=1) * features), previous, expected

@@ -46,6 +46,7 @@ class GRUScorer:
         model directory's ``weights.npz``); ``log_scale_min``: the least predicted log-scale, one
         for all targets or one each (FeatureSpec.log_scale_floor)."""
         self.hidden, self.n_targets = int(weights["gru.weight_hh_l0"].shape[1]), n_targets
+        self.n_inputs = int(weights["gru.weight_ih_l0"].shape[1])
         self._log_scale_min = np.broadcast_to(np.asarray(log_scale_min, dtype=np.float64), (n_targets,))
         self._w_ih = np.ascontiguousarray(weights["gru.weight_ih_l0"].T, dtype=np.float64)
         self._w_hh = np.ascontiguousarray(weights["gru.weight_hh_l0"].T, dtype=np.float64)

@@ -4,8 +4,9 @@ This machine is shared and noisy, so absolute numbers drift; the ratios are what
 
 Parts: ``worker`` (end-to-end worker throughput, one process and one per core, against a raw
 aiokafka consumer and a naive per-event pipeline, Redis bytes per stream, worker RSS),
-``latency`` (event produced → state written at a fixed offered load), ``model`` (GRU step cost,
-batch 1 vs 1,024), ``replay`` (gruwatch replay against kafka-python's raw send loop) and
+``latency`` (event produced → state written at a fixed offered load), ``model`` (the detector's step
+cost by kind, batch 1 vs 1,024, against the bare GRU), ``replay`` (gruwatch replay against
+kafka-python's raw send loop) and
 ``faust`` (a do-nothing Faust agent on the same topic: why the worker reads with aiokafka).
 """
 
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -339,38 +341,57 @@ def bench_latency(settings: Settings, events: int, log: Callable[[str], None]) -
     }
 
 
+def _per_call_us(call: Callable[[], object], repeats: int) -> float:
+    """Mean wall time of ``call`` in µs over ``repeats`` calls, after one untimed call."""
+    call()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - started) / repeats * 1e6
+
+
 def bench_model(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """The detector's step in the worker's form (arrays, one math thread): one stream vs 1,024
-    streams per call, one event each."""
+    """The detector's step in the worker's form (arrays, one math thread), one stream vs 1,024
+    streams per call, one event each, for every shipped kind; its baseline is the bare GRU (input
+    projection, recurrence and head: ``GRUScorer.step``) on the same batch, so the ratio is what
+    the normalisation, the rules and the calibration cost on top of the network. The top-level
+    ``step_us_*`` figures are the network kind's."""
     import numpy as np
 
     from models.detector import StateBatch
     from pipeline.lifecycle import single_math_thread
     from pipeline.modeling import load_model
 
-    detector = load_model(None, "network", scoring_only=True)
-    sample = list(GENERATORS["network"](keys=1024, seed=14).events(20_000))
-    firsts: dict[str, tuple[int, dict[str, Any]]] = {}
-    for e in sample:
-        firsts.setdefault(e["key"], (e["ts"], {k: float(v) for k, v in e["values"].items()}))
-    batch = list(firsts.values())[:1024]
-    out: dict[str, Any] = {"math_threads": 1}
+    by_kind: dict[str, dict[str, float]] = {}
     with single_math_thread():
-        for size, repeats in ((1, 300), (1024, 30)):
-            states = StateBatch.of(
-                [detector.new_state() for _ in range(size)], detector.hidden, detector.spec.norm_size
+        for kind, generator in GENERATORS.items():
+            detector = load_model(None, kind, scoring_only=True)
+            firsts: dict[str, tuple[int, dict[str, float]]] = {}
+            for e in generator(keys=1024, seed=14).events(20_000):
+                firsts.setdefault(e["key"], (e["ts"], {k: float(v) for k, v in e["values"].items()}))
+            batch = list(firsts.values())[:1024]
+            figures: dict[str, float] = {}
+            for size, repeats in ((1, 300), (1024, 30)):
+                states = StateBatch.of(
+                    [detector.new_state() for _ in range(size)], detector.hidden, detector.spec.norm_size
+                )
+                ts = np.array([t for t, _ in batch[:size]], dtype=np.int64)
+                values = [v for _, v in batch[:size]]
+                step = _per_call_us(partial(detector.step_batch, states, ts, values), repeats)
+                scorer = detector.scorer
+                blank = (np.zeros((size, scorer.n_inputs)), np.zeros((size, scorer.n_targets)))
+                gru = _per_call_us(partial(scorer.step, scorer.initial_state(size), *blank), repeats)
+                figures[f"step_us_batch_{size}"] = round(step, 1)
+                figures[f"step_us_per_event_batch_{size}"] = round(step / size, 2)
+                figures[f"gru_us_batch_{size}"] = round(gru, 1)
+                figures[f"ratio_gru_batch_{size}"] = round(step / gru, 2)
+            by_kind[kind] = figures
+            log(
+                f"model {kind}: step {figures['step_us_batch_1']} µs at batch 1 "
+                f"({figures['ratio_gru_batch_1']}× the bare GRU), {figures['step_us_batch_1024']} µs at batch 1024 "
+                f"({figures['ratio_gru_batch_1024']}×)"
             )
-            ts = np.array([t for t, _ in batch[:size]], dtype=np.int64)
-            values = [v for _, v in batch[:size]]
-            detector.step_batch(states, ts, values)  # warm-up
-            started = time.perf_counter()
-            for _ in range(repeats):
-                detector.step_batch(states, ts, values)
-            per_call = (time.perf_counter() - started) / repeats
-            out[f"step_us_batch_{size}"] = round(per_call * 1e6, 1)
-            out[f"step_us_per_event_batch_{size}"] = round(per_call * 1e6 / size, 2)
-    log(f"model: step {out['step_us_batch_1']} µs at batch 1, {out['step_us_batch_1024']} µs at batch 1024")
-    return out
+    return {"math_threads": 1, **by_kind["network"], "step_by_kind": by_kind}
 
 
 def bench_faust(settings: Settings, events: int, log: Callable[[str], None]) -> dict[str, Any]:

@@ -55,5 +55,15 @@ def test_quick_bench_reports_every_figure(kafka_up: Settings) -> None:
     assert set(by_kind) == {"network", "financial", "sensor", "generic"}
     assert max(by_kind, key=by_kind.get) == "generic"
     assert abs(figures["redis_bytes_per_stream"] - sum(by_kind.values()) / 4) < 0.1
+    # The step API by kind, each beside the bare GRU on the same batch; the top level is network's.
+    steps = figures["step_by_kind"]
+    assert set(steps) == {"network", "financial", "sensor", "generic"}
+    for kind, kind_figures in steps.items():
+        for size in (1, 1024):
+            step, gru = kind_figures[f"step_us_batch_{size}"], kind_figures[f"gru_us_batch_{size}"]
+            assert step > 0 and gru > 0, (kind, size)
+            # Within the rounding of the ratio (2 places) and of the times (1 place).
+            assert abs(kind_figures[f"ratio_gru_batch_{size}"] - step / gru) <= 0.005 + 0.05 * (1 + step / gru) / gru
+    assert figures["step_us_batch_1024"] == steps["network"]["step_us_batch_1024"]
     # The processes start together: no partition moves while they are timed.
     assert figures["worker_rebalances"] == 0

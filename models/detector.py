@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.autoregressive import advance_autoregressive
+from models.bounds import DEVIATION_MAX
 from models.calibration import BatchDecision, Calibration, Decision, EpisodeArrays, EpisodeState, Rule, Severity
 from models.coupling import advance_coupling
 from models.features import FeatureSpec, latest_before
@@ -396,7 +397,14 @@ class Detector:
                 if level_ac is not None:
                     chance, out.usual[index], out.previous[index], out.previous_expected[index] = (
                         self._advance_expectations(
-                            memory, targets[index, :n], ts[index], count, level_ac[index], out.residual_tame[index]
+                            memory,
+                            targets[index, :n],
+                            ts[index],
+                            count,
+                            level_ac[index],
+                            out.residual_tame[index],
+                            center[index, :n],
+                            scale[index, :n],
                         )
                     )
                     out.level[index] = np.minimum(out.level[index], chance)
@@ -520,8 +528,13 @@ class Detector:
         running scale swells during an incident (a drift's ramp, a shift), and in z the reading
         that ends it would shrink with it."""
         names = len(self.spec.names)
-        residual = z[:, :names].astype(np.float64) * scale[:, :names]
-        return advance_residual(memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64))
+        # Bounded as the hindsight rule's deviations are: a stream whose first reading is 1e308 has
+        # a scale of ~1e305 until that reading is dropped, and squares past that made the rule's
+        # memory inf, then NaN (inf - inf), for good.
+        residual = np.clip(z[:, :names].astype(np.float64) * scale[:, :names], -DEVIATION_MAX, DEVIATION_MAX)
+        return advance_residual(
+            memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64), scale[:, :names]
+        )
 
     def _advance_expectations(
         self,
@@ -531,11 +544,14 @@ class Detector:
         seen: np.ndarray,
         level_ac: np.ndarray,
         tame: np.ndarray,
+        center: np.ndarray,
+        scale: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Advance the seasonal, autoregressive and hindsight rules (those on) of streams whose
         memories are the rows of ``memory`` (updated in place) by one event each: their transformed
-        values, times, the events each had seen before, the level rule's autocorrelation after it
-        and whether the stream is tame (the residual rule's word). Returns the events' chances, the
+        values, times, the events each had seen before, the level rule's autocorrelation after it,
+        whether the stream is tame (the residual rule's word) and the running centre and scale the
+        values were normalised by (which bound the hindsight rule's spreads). Returns the events' chances, the
         rarest rule's, heeded on tame streams only (1 elsewhere: real series' days differ, and their
         values' steps are heavy-tailed) but for the autoregressive rule's jumps and the hindsight rule,
         heeded on streams too young for that word as well; their values' usual levels: the
@@ -561,7 +577,9 @@ class Detector:
         else:
             chance = np.where(tame, chance, 1.0)
         if self.spec.hindsight_rule:
-            hindsight, reading, judged_against = advance_hindsight(memory[:, self.spec.hindsight_slice], values, seen)
+            hindsight, reading, judged_against = advance_hindsight(
+                memory[:, self.spec.hindsight_slice], values, seen, center, scale
+            )
             hindsight = np.where(ungated, hindsight, 1.0)
             rarest = (hindsight < chance)[:, None]
             previous = np.where(rarest, reading, np.nan)
@@ -615,7 +633,14 @@ class Detector:
             for i in range(len(events)):
                 at = slice(i, i + 1)
                 chance, out.usual[at], out.previous[at], out.previous_expected[at] = self._advance_expectations(
-                    row, values[at], ts[at], state.norm[:1] + i, level_ac[at], out.residual_tame[at]
+                    row,
+                    values[at],
+                    ts[at],
+                    state.norm[:1] + i,
+                    level_ac[at],
+                    out.residual_tame[at],
+                    center[at, : len(self.spec.names)],
+                    scale[at, : len(self.spec.names)],
                 )
                 out.level[at] = np.minimum(out.level[at], chance)
         if self.spec.coupling_rule:  # what it says of an event depends on the stream's earlier events

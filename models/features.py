@@ -563,7 +563,9 @@ class FeatureSpec:
         first = norms[:, 1 + 2 * t :].reshape(len(norms), ROBUST_FROM, n).copy()  # the first values
         seen = count > 0
         center = np.where(seen, mean, targets)
-        scale = np.sqrt(np.maximum(var, _VAR_FLOOR) + _VAR_FLOOR * center**2)
+        # √(var + floor · centre²), as a hypotenuse: a first reading of 1e308 (the centre) squares
+        # to inf, and an infinite scale made the residual rule's memory NaN (0 · inf) for good.
+        scale = np.hypot(np.sqrt(np.maximum(var, _VAR_FLOOR)), _VAR_FLOOR**0.5 * center)
         scale[:, -1] = np.maximum(scale[:, -1], _GAP_SCALE_FLOOR)  # the gap is the last target
         y = np.clip((targets - center) / scale, -_Z_CLIP, _Z_CLIP)
         # Exponentially weighted mean and variance; an exact running mean while young.

@@ -22,8 +22,12 @@ Each has its own spread: an exponentially weighted mean of its squares, robust a
 rule's (one value moves it by at most _CAP² times itself, so an incident does not teach the
 stream that it is spiky), and a spike more than _CAP spreads out is not the next reading's
 neighbour (its midpoint is). A spread's first value has nothing to be capped against and is taken
-whole: a sentinel among a stream's first three readings swells it, and the rule is blind on that
-stream (the other rules are not; a sentinel later is capped). The rule's chance is the rarer
+whole: a sentinel among a stream's first readings swells it. From the stream's ROBUST_FROM-th
+reading on, the normalisation's running scale (which has dropped such readings by then) finds it
+out: r and s can have at most _WIDEST times the readings' variance, and a spread past _CAP² times
+that starts again from that widest. The rule then sees spikes of ~10 noise sds from a few dozen
+readings on, where it was blind for thousands (for good, after a 1e308). A sentinel later is
+capped by the spreads it meets. The rule's chance is the rarer
 part's: its largest deviation's two-sided tail under Student's t with as many degrees of freedom
 as its mean has taken values (up to _DOF_MAX), times the number of features.
 
@@ -43,8 +47,9 @@ Memory per stream: per feature, the last three values, the two spreads and the u
 events the stream has seen comes from its running statistics.
 
 >>> memory, rng = np.zeros((1, hindsight_size(1))), np.random.default_rng(0)
+>>> center, scale = np.zeros((1, 1)), np.full((1, 1), 10.0)  # the walk's, roughly
 >>> def step(x, seen):
-...     chance, _, _ = advance_hindsight(memory, np.array([[x]]), np.array([float(seen)]))
+...     chance, _, _ = advance_hindsight(memory, np.array([[x]]), np.array([float(seen)]), center, scale)
 ...     return float(chance[0])
 >>> wander = np.cumsum(rng.normal(0, 1.0, 300)) + rng.normal(0, 0.5, 300)  # a random walk, noisy
 >>> quiet = [step(x, seen) for seen, x in enumerate(wander)]
@@ -59,7 +64,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.bounds import DEVIATION_MAX
+from models.bounds import DEVIATION_MAX, ROBUST_FROM
 from models.tails import student_tail
 
 __all__ = ["HINDSIGHT_HISTORY", "advance_hindsight", "hindsight_size"]
@@ -71,6 +76,10 @@ HINDSIGHT_HISTORY = 10
 # means before).
 _ALPHA = 0.01
 _CAP = 4.0
+# r and s weigh readings by 1, 1/2, 1/2 and 1/2 four times: whatever their correlation, neither
+# has more than _WIDEST times the readings' variance. A spread past _CAP² times that is a wild
+# reading's, and starts again from that widest.
+_WIDEST = 4.0
 _DOF_MAX = 200.0
 # Whole numbers past this are not judged as counts (their gcd would overflow int64).
 _COUNT_MAX = 2.0**53
@@ -119,26 +128,52 @@ def _deviate(
     return deviate, chance
 
 
+def _widest(unit: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The widest spread r or s can have, from the stream's running centre and scale: _WIDEST times
+    the variance, in a count stream's Anscombe units (the scale times the root's slope at the
+    centre: the delta method)."""
+    counting = unit > 0
+    per_unit = np.where(counting, unit, 1.0)
+    slope_squared = np.where(counting, 1.0 / (per_unit * (np.maximum(center, 0.0) + 0.375 * per_unit)), 1.0)
+    return _WIDEST * np.square(np.minimum(scale, DEVIATION_MAX**0.5)) * slope_squared
+
+
 def advance_hindsight(
-    memory: np.ndarray, values: np.ndarray, seen: np.ndarray
+    memory: np.ndarray, values: np.ndarray, seen: np.ndarray, center: np.ndarray, scale: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One event for each of several streams: ``memory`` (B, hindsight_size) is updated in place
     with the transformed ``values`` (B, features); ``seen`` (B,) is how many events each stream had
-    seen before this one. Returns the chance that the stream's previous reading was a spike or the
-    start of a step (B; 1 while the stream has seen fewer than HINDSIGHT_HISTORY events, or where
-    it cannot matter), that reading (B, features) and what the rarer part judged it against
-    (B, features; NaN before a stream's third event)."""
+    seen before this one; ``center`` and ``scale`` (B, features) its running mean and standard
+    deviation before this event (the normalisation's, which has dropped wild first readings by the
+    stream's ROBUST_FROM-th event: from then on they find out a wild spread). Returns the chance
+    that the stream's previous reading was a spike or the start of a step (B; 1 while the stream
+    has seen fewer than HINDSIGHT_HISTORY events, or where it cannot matter), that reading
+    (B, features) and what the rarer part judged it against (B, features; NaN before a stream's
+    third event)."""
     with np.errstate(over="ignore", invalid="ignore"):  # wild readings: _bounded
-        return _advance(memory, np.asarray(values, dtype=np.float64), np.asarray(seen, dtype=np.float64))
+        return _advance(
+            memory,
+            np.asarray(values, dtype=np.float64),
+            np.asarray(seen, dtype=np.float64),
+            np.asarray(center, dtype=np.float64),
+            np.asarray(scale, dtype=np.float64),
+        )
 
 
-def _advance(memory: np.ndarray, values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _advance(
+    memory: np.ndarray, values: np.ndarray, seen: np.ndarray, center: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     features = values.shape[1]
     third, second, last, spike_spread, step_spread, unit = (
         memory[:, k * features : (k + 1) * features] for k in range(_PARTS)
     )
     seen = seen[:, None]
     _advance_unit(unit, values)
+    # A wild first reading swells the spreads it starts (nothing caps a spread's first value); the
+    # stream's own scale, once it has dropped such readings, finds them out.
+    widest = _widest(unit, center, scale)
+    for spread in (spike_spread, step_spread):
+        spread[:] = np.where((seen >= ROBUST_FROM) & (spread > _CAP * _CAP * widest), widest, spread)
     # The readings as judged, oldest first (a young stream's slots before its first value are unused).
     x3, x2, x1, x0 = (_judged_as(v, unit) for v in (third, second, last, values))
     judging = seen >= HINDSIGHT_HISTORY

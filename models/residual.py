@@ -29,7 +29,7 @@ most _CAP² times itself, so an incident does not teach the stream that it is no
 
 >>> memory, rng = np.zeros((1, residual_size(1))), np.random.default_rng(0)
 >>> def step(z, seen):
-...     r, tame, _ = advance_residual(memory, np.array([[z]]), np.array([float(seen)]))
+...     r, tame, _ = advance_residual(memory, np.array([[z]]), np.array([float(seen)]), np.ones((1, 1)))
 ...     return float(r[0, 0]), bool(tame[0])
 >>> quiet = [step(0.3 * rng.normal(), seen) for seen in range(200)]
 >>> max(r for r, _ in quiet) < 4.0, [seen for seen, (_, tame) in enumerate(quiet) if tame][:1]
@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.bounds import DEVIATION_MAX, ROBUST_FROM
 from models.excursions import advance_excursions
 from models.tails import normal_tail
 
@@ -69,6 +70,11 @@ RESIDUAL_HISTORY = 50
 # The mean weighs ~the last 50 events once the stream is older than that (an exact mean before).
 _ALPHA = 0.02
 _CAP = 4.0
+# A spread past _WILD times the square of the stream's scale is a sentinel's, not the model's: a
+# whitened residual reaches at most ~3,300 (inputs clipped at 50 of the scale, predicted spreads
+# no narrower than e^-3.5), whose square is ~1.1e7. Found out, the spread starts again from the
+# scale's square (a residual the model's own size).
+_WILD = 1e8
 # Judged events before a stream's tail is trusted. Then an |r| over EXCURSION is extreme, and
 # under TAME_EXCURSIONS excursions (models.excursions) the stream is tame. Chosen on a development seed (9) and NAB's
 # worker alerts: |r| 4.5 to 6 and a bound of 1.5 to 3.5 trade recall on synthetic streams against
@@ -94,16 +100,25 @@ def residual_size(features: int) -> int:
     return 3 * features
 
 
-def advance_residual(memory: np.ndarray, z: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def advance_residual(
+    memory: np.ndarray, z: np.ndarray, seen: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One event for each of several streams: ``memory`` (B, residual_size) is updated in place
     with the whitened residuals ``z`` (B, features); ``seen`` (B,) is how many events each stream
-    had seen before this one. Returns each residual against its stream's spread before it, r
+    had seen before this one; ``scale`` (B, features), the stream's running scale that ``z`` is in
+    units of, finds a sentinel's spread out (from the stream's ROBUST_FROM-th event, once its
+    statistics have dropped such readings). Returns each residual against its stream's spread before it, r
     (B, features; 0 while the stream has seen fewer than RESIDUAL_HISTORY), whether each stream
     was tame before it (B,), and the chance of its largest |r| under the light-tailed law (B;
     1 unless it is tame and has seen TAME_LAW_HISTORY events, or where it cannot matter)."""
     z = np.asarray(z, dtype=np.float64)
     features = z.shape[1]
     spread, excursions, last = (memory[:, k * features : (k + 1) * features] for k in range(3))
+    # A sentinel among the first readings: its scale (~1e305 for 1e308) made residuals that the
+    # spread took whole, and it never came back (an exact mean, then an average).
+    scale_squared = np.square(np.minimum(np.asarray(scale, dtype=np.float64), DEVIATION_MAX**0.5))
+    wild = (seen >= ROBUST_FROM)[:, None] & (spread > _WILD * scale_squared)
+    spread[:] = np.where(wild, scale_squared, spread)
     judged = seen >= RESIDUAL_HISTORY
     r = np.where(judged[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
     tame = (seen >= TAME_VERDICT) & np.all(excursions < TAME_EXCURSIONS, axis=1)

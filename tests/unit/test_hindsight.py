@@ -12,13 +12,19 @@ from models.hindsight import HINDSIGHT_HISTORY, advance_hindsight, hindsight_siz
 _BAR = 1e-5
 
 
-def stepped(values: list[float]) -> tuple[list[float], np.ndarray, np.ndarray]:
+def advance(memory: np.ndarray, values: np.ndarray, seen: np.ndarray, scale: float = np.inf) -> tuple[np.ndarray, ...]:
+    """advance_hindsight with the streams' running scale (inf: unknown, nothing is found out
+    wild) about a centre of 0."""
+    return advance_hindsight(memory, values, seen, np.zeros(values.shape), np.full(values.shape, scale))
+
+
+def stepped(values: list[float], scale: float = np.inf) -> tuple[list[float], np.ndarray, np.ndarray]:
     """Each value's chance that the reading before it was a spike, that reading and its
-    neighbours' midpoint, one stream stepped from a fresh memory; and the memory's unit after."""
+    neighbours' midpoint, one stream stepped from a fresh memory (with running scale ``scale``)."""
     memory = np.zeros((1, hindsight_size(1)))
     chances, previous, midpoints = [], [], []
     for seen, value in enumerate(values):
-        chance, before, midpoint = advance_hindsight(memory, np.array([[value]]), np.array([float(seen)]))
+        chance, before, midpoint = advance(memory, np.array([[value]]), np.array([float(seen)]), scale)
         chances.append(float(chance[0]))
         previous.append(float(before[0, 0]))
         midpoints.append(float(midpoint[0, 0]))
@@ -80,13 +86,13 @@ def test_a_count_in_thousands_is_counted_in_its_unit() -> None:
     memory = np.zeros((1, hindsight_size(1)))
     chances = []
     for seen, value in enumerate(counts):
-        chance, _, _ = advance_hindsight(memory, np.array([[value]]), np.array([float(seen)]))
+        chance, _, _ = advance(memory, np.array([[value]]), np.array([float(seen)]))
         chances.append(float(chance[0]))
     assert memory[0, -1] == 1000.0  # the unit, the memory's last float
     assert chances[251] < _BAR
     # One value off the whole numbers: the stream is no count stream, for good.
-    advance_hindsight(memory, np.array([[5500.5]]), np.array([300.0]))
-    advance_hindsight(memory, np.array([[5000.0]]), np.array([301.0]))
+    advance(memory, np.array([[5500.5]]), np.array([300.0]))
+    advance(memory, np.array([[5000.0]]), np.array([301.0]))
     assert memory[0, -1] == -1.0
 
 
@@ -100,7 +106,7 @@ def test_several_streams_step_as_each_alone() -> None:
     together = []
     for seen in range(60):
         values = np.array([[streams[k][seen]] for k in range(3)])
-        chance, _, _ = advance_hindsight(memory, values, np.full(3, float(seen)))
+        chance, _, _ = advance(memory, values, np.full(3, float(seen)))
         together.append(chance)
     assert np.allclose(np.array(together).T, np.array(alone), rtol=1e-12, atol=0)
 
@@ -136,7 +142,7 @@ def test_wild_readings_leave_chances_and_memory_finite() -> None:
     values = [1.0, 2.0, 1.5] * 5 + [1e308, 1e308, -1e308, 1e308, 5.0] + [1.0, 2.0, 1.5] * 100
     memory = np.zeros((1, hindsight_size(1)))
     for seen, value in enumerate(values):
-        chance, _, _ = advance_hindsight(memory, np.array([[value]]), np.array([float(seen)]))
+        chance, _, _ = advance(memory, np.array([[value]]), np.array([float(seen)]))
         assert np.isfinite(chance).all() and np.isfinite(memory).all()
     assert memory[0, -1] == -1.0  # no count stream: 1e308 is past the whole numbers judged as counts
 
@@ -144,11 +150,46 @@ def test_wild_readings_leave_chances_and_memory_finite() -> None:
 @pytest.mark.parametrize("at", [3, 8, 50])
 def test_a_sentinel_after_a_streams_first_readings_does_not_blind_it(at: int) -> None:
     """A reading of 1e6 from a stream's 4th reading on (noise of 1 about 10) is capped by the
-    spreads it meets: a spike of 10 sds 300 readings later is flagged. (Among the first three, it is
-    the first value a spread learns, taken whole: the rule is blind on that stream, the others
-    are not.)"""
+    spreads it meets: a spike of 10 sds 300 readings later is flagged."""
     values = list(10.0 + np.random.default_rng(8).normal(0.0, 1.0, 400))
     values[at] = 1e6
     values[300] += 10.0
     chances, _, _ = stepped(values)
     assert chances[301] < _BAR
+
+
+@pytest.mark.parametrize("sentinel", [1e6, 1e308, -1e308])
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_a_sentinel_among_a_streams_first_readings_is_found_out_by_its_scale(sentinel: float, at: int) -> None:
+    """Among a stream's first three readings a sentinel is the first value a spread learns, taken
+    whole. From the stream's 5th reading its running scale (the normalisation's, which has dropped
+    the sentinel by then; here the noise's sd, 1) finds the spread out as wild and starts it again:
+    a spike of 10 sds at reading 60 is flagged, and nothing normal from reading 10 is. Without a
+    scale to find it out by, the rule is blind there."""
+    values = list(10.0 + np.random.default_rng(9).normal(0.0, 1.0, 80))
+    values[at] = sentinel
+    values[60] += 10.0
+    chances, _, _ = stepped(values, scale=1.0)
+    assert chances[61] < _BAR
+    assert min(c for i, c in enumerate(chances) if i >= HINDSIGHT_HISTORY and i != 61) > _BAR
+    blind, _, _ = stepped(values)
+    assert blind[61] > _BAR
+
+
+def test_a_count_streams_wild_spread_is_found_out_in_its_anscombe_units() -> None:
+    """A count stream (Poisson at rate 5) whose first reading is 10,000 (a whole number: the
+    stream stays a count stream): its spreads, in Anscombe units, are found out by the running
+    scale √5 about 5 (the root's slope there turns it into ~1), and a count of 30 at reading 80 is
+    flagged; nothing normal from reading 10 is."""
+    counts = [float(v) for v in np.random.default_rng(10).poisson(5.0, 120)]
+    counts[0], counts[80] = 10_000.0, 30.0
+    memory = np.zeros((1, hindsight_size(1)))
+    chances = []
+    for seen, value in enumerate(counts):
+        chance, _, _ = advance_hindsight(
+            memory, np.array([[value]]), np.array([float(seen)]), np.array([[5.0]]), np.array([[5.0**0.5]])
+        )
+        chances.append(float(chance[0]))
+    assert memory[0, -1] == 1.0  # still counted in ones
+    assert min(chances[81:83]) < _BAR
+    assert min(c for i, c in enumerate(chances) if i >= HINDSIGHT_HISTORY and i not in (81, 82)) > _BAR

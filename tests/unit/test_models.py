@@ -864,11 +864,15 @@ def test_one_wild_reading_does_not_blind_a_stream(wild: float) -> None:
     assert np.isfinite(state.norm[~np.isnan(state.norm)]).all()
 
 
-@pytest.mark.parametrize(("wild", "at"), [(1e6, 0), (-1e9, 2), (1e300, 2), (1e6, 4), (-1e9, 7)])
+@pytest.mark.parametrize(
+    ("wild", "at"), [(1e6, 0), (-1e9, 2), (1e300, 2), (1e6, 4), (-1e9, 7), (1e308, 0), (-1e308, 0), (1e200, 0)]
+)
 def test_a_sentinel_among_a_streams_first_readings_does_not_blind_it(wild: float, at: int) -> None:
     """Before its 5th reading a stream has no scale to clip a reading by. A sentinel there used to
     swell its statistics so far that a spike of 15 sd 600 readings later went unseen (1e6), or
-    leave its mean so far off that every reading from the 50th was anomalous (-1e9)."""
+    leave its mean so far off that every reading from the 50th was anomalous (-1e9). As the first
+    reading, 1e200 or more made the stream's scale inf (the floor's share of its centre, squared)
+    and the residual rule's memory NaN for good."""
     detector = shipped("generic")
     values = 10.0 + np.random.default_rng(0).normal(0.0, 1.0, 800)
     values[at] = wild
@@ -883,6 +887,22 @@ def test_a_sentinel_among_a_streams_first_readings_does_not_blind_it(wild: float
     assert flagged[0] == 600 and set(flagged) <= {600, 601}
     assert [i for i, r in enumerate(results) if r.alert and i > at + 5] == [600]
     assert np.isfinite(state.norm[~np.isnan(state.norm)]).all()
+
+
+@pytest.mark.parametrize("sentinel", [1e308, -1e308])
+def test_the_residual_rule_finds_out_a_sentinel_as_a_streams_first_reading(sentinel: float) -> None:
+    """Until a stream's 5th reading drops a sentinel from its statistics, the sentinel is the
+    stream's scale (~1e305), and the residual rule's spread, in those units, took its first
+    residuals whole: after 300 readings it was still ~1e297, the rule blind for good. Found out
+    against the scale once that is the stream's own, the spread ends where the same stream's
+    spread without the sentinel does."""
+    detector = shipped("generic")
+    events = wandering_level(np.random.default_rng(0), 300, drift_from=10_000)
+    spreads = []
+    for first in (events[0][1]["value"], sentinel):
+        _, state = detector.score_sequence([(events[0][0], {"value": first}), *events[1:]])
+        spreads.append(float(state.norm[detector.spec.residual_slice][0]))
+    assert 0.5 < spreads[1] / spreads[0] < 2.0, spreads
 
 
 def test_a_stream_that_moves_within_its_first_readings_keeps_them() -> None:
@@ -1357,7 +1377,8 @@ def caught_with_and_without_hindsight(incident: Callable[[int, float], float], a
     """Ten young wandering levels (``wandering_level``) with ``incident(i, value)`` applied, scored by
     the shipped generic detector and by the same without the hindsight rule: in how many each
     flags reading ``at`` or the one after, and in how many the detector's flag on the reading after
-    names reading ``at`` as ``previous``. Neither may flag anything earlier the other does not."""
+    names reading ``at`` as ``previous``. Neither may flag anything earlier the other does not
+    (after the first reading)."""
     detector = shipped("generic")
     assert detector.spec.hindsight_rule
     blind = copy.deepcopy(detector)
@@ -1373,7 +1394,7 @@ def caught_with_and_without_hindsight(incident: Callable[[int, float], float], a
             caught[name] += bool(flagged[name] & {at, at + 1})
             if name == "detector" and results[at + 1].anomalous:
                 named += any(e.get("previous") == events[at][1]["value"] for e in results[at + 1].explanation or [])
-        assert {i for i in flagged["detector"] if i < at} == {i for i in flagged["blind"] if i < at}, seed
+        assert {i for i in flagged["detector"] if 0 < i < at} == {i for i in flagged["blind"] if 0 < i < at}, seed
     return caught, named
 
 
@@ -1386,6 +1407,18 @@ def test_the_hindsight_rule_catches_a_spike_in_a_young_wandering_level() -> None
     caught, named = caught_with_and_without_hindsight(lambda i, v: v - (6.0 if i == 40 else 0.0), 40)
     assert caught["detector"] >= 7 and caught["detector"] - caught["blind"] >= 2, caught
     assert named >= 3
+
+
+@pytest.mark.parametrize("sentinel", [1e308, -1e308])
+def test_the_hindsight_rule_is_not_blinded_by_a_sentinel_as_a_streams_first_reading(sentinel: float) -> None:
+    """The dip above, in streams whose first reading is a sentinel: it is the first value the
+    rule's spreads learn, and it used to leave them so wide that the rule never flagged anything on
+    the stream (both detectors caught the dip in 2 of the 10). The stream's running scale finds the
+    spreads out from its 5th reading, and the rule catches 2 or 3 more."""
+    caught, _ = caught_with_and_without_hindsight(
+        lambda i, v: sentinel if i == 0 else v - (6.0 if i == 40 else 0.0), 40
+    )
+    assert caught["detector"] - caught["blind"] >= 2, caught
 
 
 def test_the_hindsight_rule_catches_a_shift_in_a_young_wandering_level() -> None:

@@ -551,10 +551,11 @@ class Detector:
         memories are the rows of ``memory`` (updated in place) by one event each: their transformed
         values, times, the events each had seen before, the level rule's autocorrelation after it,
         whether the stream is tame (the residual rule's word) and the running centre and scale the
-        values were normalised by (which bound the hindsight rule's spreads). Returns the events' chances, the
-        rarest rule's, heeded on tame streams only (1 elsewhere: real series' days differ, and their
-        values' steps are heavy-tailed) but for the autoregressive rule's jumps and the hindsight rule,
-        heeded on streams too young for that word as well; their values' usual levels: the
+        values were normalised by (which find out a wild spread of the hindsight rule's). Returns
+        the events' chances, the rarest rule's, heeded on tame streams only (1 elsewhere: real
+        series' days differ, and their values' steps are heavy-tailed) but for the autoregressive
+        rule's jumps and the hindsight rule, heeded on streams too young for that word as well;
+        their values' usual levels: the
         expectation of the rarest rule (models.seasonal.advance_seasonal, models.autoregressive);
         and, where the hindsight rule is the rarest, the previous reading and what it was judged
         against (models.hindsight; NaN elsewhere)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.hindsight import HINDSIGHT_HISTORY, advance_hindsight, hindsight_size
 
@@ -193,3 +195,30 @@ def test_a_count_streams_wild_spread_is_found_out_in_its_anscombe_units() -> Non
     assert memory[0, -1] == 1.0  # still counted in ones
     assert min(chances[81:83]) < _BAR
     assert min(c for i, c in enumerate(chances) if i >= HINDSIGHT_HISTORY and i not in (81, 82)) > _BAR
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    sentinel=st.floats(allow_nan=False, allow_infinity=False),
+    at=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_whatever_a_stream_starts_with_a_spike_at_its_100th_reading_is_flagged(
+    sentinel: float, at: int, seed: int
+) -> None:
+    """Whatever finite reading sits among a stream's first five (noise of 1 about 10, its running
+    scale), a spike of 12 sds at its 100th reading is flagged once the next reading is in, and the
+    memory stays finite. A reading orders of magnitude off is found out against the scale from the
+    5th reading; one within 16 times the widest spread (a 0 here, 10 sds off) is not, and weighs
+    on the spreads' exact means until they have forgotten it: at the 30th reading, a 0 at the
+    2nd left such a spike at a chance of 1.7e-4."""
+    values = list(10.0 + np.random.default_rng(seed).normal(0.0, 1.0, 102))
+    values[at] = sentinel
+    values[100] += 12.0
+    memory = np.zeros((1, hindsight_size(1)))
+    chances = []
+    for seen, value in enumerate(values):
+        chance, _, _ = advance(memory, np.array([[value]]), np.array([float(seen)]), scale=1.0)
+        chances.append(float(chance[0]))
+        assert np.isfinite(memory).all()
+    assert chances[101] < _BAR

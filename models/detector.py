@@ -528,12 +528,13 @@ class Detector:
         running scale swells during an incident (a drift's ramp, a shift), and in z the reading
         that ends it would shrink with it."""
         names = len(self.spec.names)
+        stream_scale = scale[:, :names]
         # Bounded as the hindsight rule's deviations are: a stream whose first reading is 1e308 has
         # a scale of ~1e305 until that reading is dropped, and squares past that made the rule's
         # memory inf, then NaN (inf - inf), for good.
-        residual = np.clip(z[:, :names].astype(np.float64) * scale[:, :names], -DEVIATION_MAX, DEVIATION_MAX)
+        residual = np.clip(z[:, :names].astype(np.float64) * stream_scale, -DEVIATION_MAX, DEVIATION_MAX)
         return advance_residual(
-            memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64), scale[:, :names]
+            memory[:, self.spec.residual_slice], residual, np.asarray(seen, dtype=np.float64), stream_scale
         )
 
     def _advance_expectations(

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.bounds import DEVIATION_MAX, ROBUST_FROM
+from models.bounds import DEVIATION_MAX, restart_wild, squared_scale
 from models.tails import student_tail
 
 __all__ = ["HINDSIGHT_HISTORY", "advance_hindsight", "hindsight_size"]
@@ -135,7 +135,7 @@ def _widest(unit: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarr
     counting = unit > 0
     per_unit = np.where(counting, unit, 1.0)
     slope_squared = np.where(counting, 1.0 / (per_unit * (np.maximum(center, 0.0) + 0.375 * per_unit)), 1.0)
-    return _WIDEST * np.square(np.minimum(scale, DEVIATION_MAX**0.5)) * slope_squared
+    return _WIDEST * squared_scale(scale) * slope_squared
 
 
 def advance_hindsight(
@@ -173,7 +173,7 @@ def _advance(
     # stream's own scale, once it has dropped such readings, finds them out.
     widest = _widest(unit, center, scale)
     for spread in (spike_spread, step_spread):
-        spread[:] = np.where((seen >= ROBUST_FROM) & (spread > _CAP * _CAP * widest), widest, spread)
+        restart_wild(spread, seen, widest, _CAP * _CAP)
     # The readings as judged, oldest first (a young stream's slots before its first value are unused).
     x3, x2, x1, x0 = (_judged_as(v, unit) for v in (third, second, last, values))
     judging = seen >= HINDSIGHT_HISTORY

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.bounds import DEVIATION_MAX, ROBUST_FROM
+from models.bounds import restart_wild, squared_scale
 from models.excursions import advance_excursions
 from models.tails import normal_tail
 
@@ -116,9 +116,7 @@ def advance_residual(
     spread, excursions, last = (memory[:, k * features : (k + 1) * features] for k in range(3))
     # A sentinel among the first readings: its scale (~1e305 for 1e308) made residuals that the
     # spread took whole, and it never came back (an exact mean, then an average).
-    scale_squared = np.square(np.minimum(np.asarray(scale, dtype=np.float64), DEVIATION_MAX**0.5))
-    wild = (seen >= ROBUST_FROM)[:, None] & (spread > _WILD * scale_squared)
-    spread[:] = np.where(wild, scale_squared, spread)
+    restart_wild(spread, seen[:, None], squared_scale(scale), _WILD)
     judged = seen >= RESIDUAL_HISTORY
     r = np.where(judged[:, None], z / np.sqrt(np.maximum(spread, 1e-12)), 0.0)
     tame = (seen >= TAME_VERDICT) & np.all(excursions < TAME_EXCURSIONS, axis=1)
